@@ -1,0 +1,1 @@
+"""The studio's core: storage, models, engines, training. No Textual, no heavy imports at load."""

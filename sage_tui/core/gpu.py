@@ -1,0 +1,333 @@
+"""Live GPU, CPU and RAM figures for the status line and ``doctor``.
+
+:class:`ResourceMonitor` wraps NVML (through ``pynvml`` from the ``nvidia-ml-py``
+package) and ``psutil``. The UI polls :meth:`ResourceMonitor.sample` about once a
+second from a thread worker, so a sample must be cheap, must never raise for the
+ordinary ways a machine lacks GPUs, and must keep reporting the healthy GPUs when
+one of them fails.
+
+``pynvml`` and ``psutil`` are imported inside methods, never at module level: the
+app imports this module while drawing its first frame and must not pay for them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # typing.Self is 3.11+; only type checkers read this import.
+    from typing_extensions import Self
+
+__all__ = [
+    "NVML_VALUE_NOT_AVAILABLE",
+    "GpuProcess",
+    "GpuSample",
+    "ResourceMonitor",
+    "ResourceSnapshot",
+    "format_bytes",
+]
+
+NVML_VALUE_NOT_AVAILABLE = 2**64 - 1
+"""NVML's "not available" marker for unsigned long long fields (``(unsigned long long)-1``)."""
+
+_KIB = 1024
+_MIB = 1024**2
+_GIB = 1024**3
+_TIB = 1024**4
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """One process holding memory on a GPU."""
+
+    pid: int
+    used_bytes: int | None
+    """GPU memory the process holds; None when NVML does not report it."""
+    name: str
+    """Process name from psutil; "" when unknown or the process is gone."""
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    """Figures for one GPU at one moment."""
+
+    index: int
+    name: str
+    memory_used: int
+    memory_total: int
+    memory_free: int
+    utilization: int | None
+    """GPU utilisation in percent; None when the device does not support it."""
+    processes: tuple[GpuProcess, ...]
+    """Largest memory holder first; processes with unknown memory last."""
+
+
+@dataclass(frozen=True)
+class ResourceSnapshot:
+    """Everything the status line shows, taken at one moment."""
+
+    gpus: tuple[GpuSample, ...]
+    no_gpu_reason: str | None
+    """Plain words for why there are no GPU figures; None when there are some."""
+    cpu_percent: float
+    cpu_count: int
+    ram_used: int
+    ram_total: int
+    taken_at: float
+
+
+class ResourceMonitor:
+    """Samples NVML (and CPU/RAM through psutil) for live resource figures.
+
+    Pass ``nvml`` to use a stand-in for the ``pynvml`` module (tests do); by
+    default ``pynvml`` is imported on :meth:`open`. Missing libraries, a missing
+    driver and NVML errors become a ``no_gpu_reason`` instead of exceptions.
+
+    The methods are safe to call from different threads: a lock keeps
+    :meth:`close` from shutting NVML down while a worker is mid-sample.
+    """
+
+    def __init__(self, nvml: Any | None = None, clock: Callable[[], float] = time.time) -> None:
+        """Create a monitor; nothing is loaded or initialised until :meth:`open`."""
+        self._nvml: Any | None = nvml
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._opened = False
+        self._initialised = False
+        self._no_gpu_reason: str | None = None
+
+    def open(self) -> None:
+        """Initialise NVML once and prime the CPU counter; never raises for missing GPUs."""
+        with self._lock:
+            self._open_locked()
+
+    @property
+    def no_gpu_reason(self) -> str | None:
+        """Why NVML could not be started, or None when it was (or open() has not run)."""
+        return self._no_gpu_reason
+
+    def sample(self) -> ResourceSnapshot:
+        """Take one snapshot of every GPU plus CPU and RAM, opening the monitor if needed."""
+        with self._lock:
+            if not self._opened:
+                self._open_locked()
+            gpus, reason = self._sample_gpus()
+            cpu_percent, cpu_count, ram_used, ram_total = _host_figures()
+            return ResourceSnapshot(
+                gpus=gpus,
+                no_gpu_reason=reason,
+                cpu_percent=cpu_percent,
+                cpu_count=cpu_count,
+                ram_used=ram_used,
+                ram_total=ram_total,
+                taken_at=self._clock(),
+            )
+
+    def close(self) -> None:
+        """Shut NVML down if this monitor initialised it; calling it again does nothing."""
+        with self._lock:
+            if self._initialised and self._nvml is not None:
+                try:
+                    self._nvml.nvmlShutdown()
+                except _nvml_error(self._nvml):
+                    # A lost GPU or a driver gone away can fail shutdown; there is
+                    # nothing left to release and closing must not raise.
+                    pass
+            self._initialised = False
+            self._opened = False
+
+    def __enter__(self) -> Self:
+        """Open the monitor for a ``with`` block."""
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the monitor at the end of a ``with`` block."""
+        self.close()
+
+    def _open_locked(self) -> None:
+        if self._opened:
+            return
+        self._opened = True
+        # The first psutil.cpu_percent(interval=None) call only starts the
+        # measurement window and returns 0.0, so spend it here, not on a sample.
+        import psutil
+
+        psutil.cpu_percent(interval=None)
+
+        if self._nvml is None:
+            try:
+                import pynvml
+            except ImportError:
+                self._no_gpu_reason = "nvidia-ml-py is not installed"
+                return
+            self._nvml = pynvml
+
+        nvml = self._nvml
+        try:
+            nvml.nvmlInit()
+        except _nvml_error(nvml) as err:
+            if _is_no_driver(nvml, err):
+                self._no_gpu_reason = "no NVIDIA driver found"
+            else:
+                self._no_gpu_reason = f"NVML failed to start: {err}"
+            return
+        self._initialised = True
+        self._no_gpu_reason = None
+
+    def _sample_gpus(self) -> tuple[tuple[GpuSample, ...], str | None]:
+        if not self._initialised:
+            return (), self._no_gpu_reason
+        nvml = self._nvml
+        error = _nvml_error(nvml)
+        try:
+            count = int(nvml.nvmlDeviceGetCount())
+        except error as err:
+            return (), f"NVML stopped answering: {err}"
+        if count == 0:
+            return (), "NVIDIA driver found but no GPUs"
+
+        gpus: list[GpuSample] = []
+        failures: list[str] = []
+        for index in range(count):
+            try:
+                gpus.append(_sample_one(nvml, index))
+            except error as err:
+                # One lost or wedged GPU must not hide the others.
+                failures.append(f"GPU {index}: {err}")
+        if gpus:
+            return tuple(gpus), None
+        return (), "NVML could not read any GPU (" + "; ".join(failures) + ")"
+
+
+def _nvml_error(nvml: Any) -> type[BaseException]:
+    """The library's base error class; a stand-in without one gets plain Exception."""
+    return getattr(nvml, "NVMLError", Exception)
+
+
+def _is_no_driver(nvml: Any, err: BaseException) -> bool:
+    # DriverNotLoaded is the same situation for the user as a missing library:
+    # libnvidia-ml is present (e.g. in a container image) but no kernel driver is.
+    for name in ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded"):
+        cls = getattr(nvml, name, None)
+        if isinstance(cls, type) and isinstance(err, cls):
+            return True
+    return False
+
+
+def _sample_one(nvml: Any, index: int) -> GpuSample:
+    """Read one GPU; NVML errors from the core figures propagate to the caller."""
+    error = _nvml_error(nvml)
+    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    name = nvml.nvmlDeviceGetName(handle)
+    if isinstance(name, bytes):
+        # Older nvidia-ml-py releases return the name as bytes.
+        name = name.decode("utf-8", "replace")
+    memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+
+    utilization: int | None
+    try:
+        utilization = int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+    except error:
+        # Not supported on some devices (e.g. MIG instances, some vGPUs).
+        utilization = None
+
+    return GpuSample(
+        index=index,
+        name=str(name),
+        memory_used=int(memory.used),
+        memory_total=int(memory.total),
+        memory_free=int(memory.free),
+        utilization=utilization,
+        processes=_processes(nvml, handle),
+    )
+
+
+def _processes(nvml: Any, handle: Any) -> tuple[GpuProcess, ...]:
+    error = _nvml_error(nvml)
+    used_by_pid: dict[int, int | None] = {}
+    getters = ["nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"]
+    for getter_name in getters:
+        getter = getattr(nvml, getter_name, None)
+        if getter is None:
+            continue
+        try:
+            infos = getter(handle)
+        except error:
+            # Process lists are extra detail; the memory figures still stand.
+            continue
+        for info in infos:
+            pid = int(info.pid)
+            used = _known_bytes(getattr(info, "usedGpuMemory", None))
+            if pid not in used_by_pid:
+                used_by_pid[pid] = used
+            elif used is not None:
+                # A process with both a compute and a graphics context is listed
+                # twice with its whole footprint each time: adding would double it.
+                previous = used_by_pid[pid]
+                used_by_pid[pid] = used if previous is None else max(previous, used)
+
+    processes = [
+        GpuProcess(pid=pid, used_bytes=used, name=_process_name(pid))
+        for pid, used in used_by_pid.items()
+    ]
+    processes.sort(key=lambda p: (p.used_bytes is None, -(p.used_bytes or 0), p.pid))
+    return tuple(processes)
+
+
+def _known_bytes(value: Any) -> int | None:
+    if value is None:
+        return None
+    value = int(value)
+    if value == NVML_VALUE_NOT_AVAILABLE:
+        return None
+    return value
+
+
+def _process_name(pid: int) -> str:
+    import psutil
+
+    try:
+        return psutil.Process(pid).name()
+    except (psutil.Error, OSError):
+        # Gone between the NVML call and now, not ours to inspect, or a PID from
+        # another PID namespace (NVML reports host PIDs inside containers).
+        return ""
+
+
+def _host_figures() -> tuple[float, int, int, int]:
+    import psutil
+
+    cpu_percent = float(psutil.cpu_percent(interval=None))
+    cpu_count = psutil.cpu_count() or 1
+    memory = psutil.virtual_memory()
+    return cpu_percent, int(cpu_count), int(memory.total - memory.available), int(memory.total)
+
+
+def format_bytes(n: int) -> str:
+    """Compact human figure for a byte count: "0 B", "512 KiB", "512 MiB", "12.3 GiB".
+
+    Whole numbers up to MiB, one decimal from GiB up; a value that would round to
+    1024 of one unit is shown in the next one ("1.0 GiB", not "1024 MiB").
+    """
+    if n < 0:
+        return "-" + format_bytes(-n)
+    if n < _KIB:
+        return f"{n} B"
+    if round(n / _KIB) < 1024:
+        return f"{round(n / _KIB)} KiB"
+    if round(n / _MIB) < 1024:
+        return f"{round(n / _MIB)} MiB"
+    if round(n / _GIB, 1) < 1024:
+        return f"{n / _GIB:.1f} GiB"
+    return f"{n / _TIB:.1f} TiB"

@@ -1,0 +1,123 @@
+"""The registry of models the studio can use: built-in, local folders and Hugging Face ids.
+
+All records live in the store; this module decides what may be registered and how: a folder
+must hold a loadable model, a built-in model is provisioned before it is registered, and the
+first base model registered becomes the active one.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sage_tui.core.models.builtin import Progress, builtin_model, provision
+from sage_tui.core.models.folder import check_model_folder, read_manifest
+from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord, Store
+from sage_tui.errors import ModelError
+from sage_tui.paths import Paths
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+HF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ModelRegistry:
+    """Registers, looks up and removes models; provisions built-in ones."""
+
+    def __init__(self, store: Store, paths: Paths) -> None:
+        self.store = store
+        self.paths = paths
+
+    def get(self, name: str) -> ModelRecord:
+        """The model registered as `name`, or a ModelError listing what is registered."""
+        record = self.store.get_model(name)
+        if record is None:
+            known = ", ".join(m.name for m in self.store.list_models()) or "none yet"
+            raise ModelError(f"no model named {name!r} is registered (registered: {known})")
+        return record
+
+    def list(self) -> list[ModelRecord]:
+        """Every registered model, base models first."""
+        return self.store.list_models()
+
+    @property
+    def active_name(self) -> str | None:
+        """Name of the model the chat uses, if one is chosen."""
+        return self.store.get_setting(ACTIVE_MODEL_KEY)
+
+    def builtin_ready(self, name: str) -> bool:
+        """True if built-in model `name` is provisioned on disk and registered."""
+        builtin_model(name)
+        return self.store.get_model(name) is not None and read_manifest(self.paths.model_dir(name)) is not None
+
+    def pull(self, name: str, progress: Progress = lambda _: None) -> ModelRecord:
+        """Provision built-in model `name` (converting it if needed) and register it."""
+        model = builtin_model(name)
+        folder = provision(model, self.paths.model_dir(name), progress)
+        return self._register(
+            ModelRecord(
+                name=name,
+                kind="base",
+                source="builtin",
+                path=str(folder),
+                config={"description": model.description, "licence": model.licence},
+            )
+        )
+
+    def import_model(
+        self, source: str, name: str | None = None, progress: Progress = lambda _: None
+    ) -> ModelRecord:
+        """Register a local model folder, or a Hugging Face id (downloaded into the HF cache)."""
+        path = Path(source).expanduser()
+        if path.exists() or source.startswith((".", "/", "~")) or not HF_ID_RE.match(source):
+            folder = path.absolute()
+            check_model_folder(folder)
+            record_source, default_name = "local", folder.name
+        else:
+            folder = _download(source, progress)
+            check_model_folder(folder)
+            record_source, default_name = "hf", source.split("/", 1)[1]
+        name = name or default_name.lower()
+        if not NAME_RE.match(name):
+            raise ModelError(
+                f"{name!r} is not a usable model name: letters, digits, '.', '_' and '-' only"
+                " (give one with --name)"
+            )
+        existing = self.store.get_model(name)
+        if existing is not None and existing.path != str(folder):
+            raise ModelError(
+                f"a model named {name!r} is already registered from {existing.path}:"
+                " choose another with --name"
+            )
+        config = {"hf_id": source} if record_source == "hf" else {}
+        return self._register(
+            ModelRecord(name=name, kind="base", source=record_source, path=str(folder), config=config)
+        )
+
+    def remove(self, name: str) -> None:
+        """Forget model `name` (its files stay on disk)."""
+        self.get(name)
+        self.store.remove_model(name)
+        if self.active_name == name:
+            self.store.set_setting(ACTIVE_MODEL_KEY, None)
+
+    def _register(self, record: ModelRecord) -> ModelRecord:
+        stored = self.store.upsert_model(record)
+        if self.active_name is None and stored.kind == "base":
+            self.store.set_setting(ACTIVE_MODEL_KEY, stored.name)
+        return stored
+
+
+def _download(repo_id: str, progress: Progress) -> Path:
+    """Fetch a Hugging Face model into the HF cache (or find it there) and return its folder."""
+    progress(f"getting {repo_id} from the Hugging Face Hub (or its local cache)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(
+            repo_id,
+            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py"],
+        )
+    except Exception as err:  # the hub raises many kinds; all mean "not available here"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelError(f"could not get {repo_id!r} from the Hugging Face Hub: {reason}") from None
+    return Path(folder)

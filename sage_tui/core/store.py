@@ -1,0 +1,227 @@
+"""SQLite storage: the one source of truth for models, jobs, conversations and settings.
+
+Stdlib `sqlite3` in WAL mode, so the TUI, the CLI and training children can read while one
+writes. The schema carries a version (`PRAGMA user_version`) and moves forward through the
+numbered migrations below, each in its own transaction: a failed migration leaves the file at
+the previous version with its data intact. A file that is not a database, or one written by a
+newer sage-tui, is refused with a one-line error and left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sage_tui.errors import StoreError
+
+# Index i holds the script that takes the schema from version i to i + 1. Append only: a
+# released migration is never edited, since databases in the field have already run it.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE models (
+        name        TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL CHECK (kind IN ('base', 'adapter')),
+        source      TEXT NOT NULL,              -- builtin | local | hf | finetune
+        path        TEXT NOT NULL,              -- folder on disk
+        base_model  TEXT,                       -- adapters: the base model's name
+        config      TEXT NOT NULL DEFAULT '{}', -- JSON: engine settings, LoRA rank, ...
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE jobs (
+        id          TEXT PRIMARY KEY,           -- the task id
+        base_model  TEXT NOT NULL,
+        dataset     TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        spec        TEXT NOT NULL,              -- JSON job spec
+        output_dir  TEXT NOT NULL,
+        pid         INTEGER,
+        error       TEXT,
+        created_at  REAL NOT NULL,
+        started_at  REAL,
+        finished_at REAL
+    );
+    CREATE TABLE conversations (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        title         TEXT NOT NULL DEFAULT '',
+        model         TEXT,
+        system_prompt TEXT NOT NULL DEFAULT '',
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role            TEXT NOT NULL,
+        content         TEXT NOT NULL,
+        model           TEXT,
+        stats           TEXT,                   -- JSON: time to first token, tokens/s
+        created_at      REAL NOT NULL
+    );
+    CREATE INDEX messages_by_conversation ON messages (conversation_id, id);
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+
+ACTIVE_MODEL_KEY = "active_model"
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A registered base model or LoRA adapter."""
+
+    name: str
+    kind: str
+    source: str
+    path: str
+    base_model: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+class Store:
+    """One SQLite database; safe to share between threads of one process."""
+
+    def __init__(self, path: Path, migrations: Sequence[str] = MIGRATIONS) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=10
+            )
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot open database {self.path}: {err}") from None
+        self._db.row_factory = sqlite3.Row
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            raise StoreError(
+                f"{self.path} is not a readable sage-tui database ({err}); it was left as it is:"
+                " move it aside to start a new one"
+            ) from None
+        if version > len(migrations):
+            self._db.close()
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this sage-tui knows"
+                f" ({len(migrations)}): upgrade sage-tui"
+            )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate(version, migrations)
+
+    @property
+    def schema_version(self) -> int:
+        """The version the file is at (the number of migrations applied)."""
+        with self._lock:
+            return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self, version: int, migrations: Sequence[str]) -> None:
+        for target, script in enumerate(migrations[version:], start=version + 1):
+            # executescript commits first; BEGIN inside the script keeps the step atomic.
+            try:
+                self._db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;")
+            except sqlite3.Error as err:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(
+                    f"upgrading {self.path} to schema version {target} failed ({err});"
+                    f" it stays at version {target - 1}, unchanged"
+                ) from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run statements atomically; rolls back if the block raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    # -- models -----------------------------------------------------------------------------
+
+    def upsert_model(self, record: ModelRecord) -> ModelRecord:
+        """Register a model, replacing one of the same name."""
+        created = record.created_at or time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO models"
+                " (name, kind, source, path, base_model, config, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.name,
+                    record.kind,
+                    record.source,
+                    record.path,
+                    record.base_model,
+                    json.dumps(record.config, sort_keys=True),
+                    created,
+                ),
+            )
+        return self.get_model(record.name)  # type: ignore[return-value]
+
+    def get_model(self, name: str) -> ModelRecord | None:
+        """The model registered as `name`, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+        return _model(row) if row else None
+
+    def list_models(self) -> list[ModelRecord]:
+        """All registered models: base models first, then adapters, each by name."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM models ORDER BY kind = 'adapter', name"
+            ).fetchall()
+        return [_model(row) for row in rows]
+
+    def remove_model(self, name: str) -> bool:
+        """Forget a model (its files stay). True if it was registered."""
+        with self.transaction() as db:
+            return db.execute("DELETE FROM models WHERE name = ?", (name,)).rowcount > 0
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def get_setting(self, key: str) -> str | None:
+        """A stored setting, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return row["value"] if row else None
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        """Store a setting; None removes it."""
+        with self.transaction() as db:
+            if value is None:
+                db.execute("DELETE FROM settings WHERE key = ?", (key,))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value)
+                )
+
+
+def _model(row: sqlite3.Row) -> ModelRecord:
+    return ModelRecord(
+        name=row["name"],
+        kind=row["kind"],
+        source=row["source"],
+        path=row["path"],
+        base_model=row["base_model"],
+        config=json.loads(row["config"]),
+        created_at=row["created_at"],
+    )

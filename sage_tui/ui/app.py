@@ -1,0 +1,118 @@
+"""The sage-tui App: three modes (Finetune, Models, Chat) under an always-visible status line.
+
+The App owns the long-lived work: the resource poller and the built-in model's provisioning
+run as thread workers here, so they outlive screen switches. Services come in from the
+composition root (`cli.py`); tests hand in their own.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from sage_tui.core.gpu import ResourceMonitor, ResourceSnapshot
+from sage_tui.errors import SageError
+from sage_tui.services import Services
+from sage_tui.ui.messages import ModelProvisioning, ModelsChanged, ResourcesSampled
+from sage_tui.ui.screens.chat import ChatScreen
+from sage_tui.ui.screens.finetune import FinetuneScreen
+from sage_tui.ui.screens.models import ModelsScreen
+
+STYLES = Path(str(resources.files("sage_tui.styles")))
+
+
+class SageApp(App[None]):
+    """The studio."""
+
+    TITLE = "sage-tui"
+    CSS_PATH = [STYLES / f"{name}.tcss" for name in ("app", "finetune", "models", "chat")]
+    MODES = {"finetune": FinetuneScreen, "models": ModelsScreen, "chat": ChatScreen}
+    DEFAULT_MODE = "chat"
+    BINDINGS = [
+        Binding("1", "switch_mode('finetune')", "Finetune", id="mode.finetune"),
+        Binding("2", "switch_mode('models')", "Models", id="mode.models"),
+        Binding("3", "switch_mode('chat')", "Chat", id="mode.chat"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+    ]
+
+    active_model: reactive[str | None] = reactive(None)
+    """Name of the model the chat uses."""
+    model_status: reactive[str] = reactive("")
+    """What is happening to the model right now (provisioning, loading), or ""."""
+    resources: reactive[ResourceSnapshot | None] = reactive(None)
+    """The latest GPU / CPU / RAM figures."""
+
+    def __init__(
+        self,
+        services: Services,
+        monitor: ResourceMonitor | None = None,
+        *,
+        provision_default: bool = True,
+    ) -> None:
+        super().__init__()
+        self.services = services
+        self.monitor = monitor if monitor is not None else ResourceMonitor()
+        self.provision_default = provision_default
+
+    def on_mount(self) -> None:
+        self.poll_resources()
+        self.load_active_model()
+
+    # -- workers ----------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="resources", description="poll GPU")
+    def poll_resources(self) -> None:
+        """Sample GPU / CPU / RAM about once a second until the App exits."""
+        worker = get_current_worker()
+        interval = self.services.settings.resource_poll_seconds
+        try:
+            while not worker.is_cancelled:
+                self.post_message(ResourcesSampled(self.monitor.sample()))
+                worker.cancelled_event.wait(interval)
+        finally:
+            self.monitor.close()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="models", description="active model")
+    def load_active_model(self) -> None:
+        """Read the active model; provision the built-in one first if it is missing."""
+        registry = self.services.registry
+        default = self.services.settings.default_model
+        if self.provision_default and default and not registry.builtin_ready(default):
+            self.post_message(ModelProvisioning(f"preparing {default} (first launch)"))
+            try:
+                registry.pull(default, progress=lambda line: self.post_message(ModelProvisioning(line)))
+            finally:
+                self.post_message(ModelProvisioning(""))
+        self.call_from_thread(setattr, self, "active_model", registry.active_name)
+        self.post_message(ModelsChanged())
+
+    # -- messages ---------------------------------------------------------------------------
+
+    @on(ResourcesSampled)
+    def _resources_sampled(self, message: ResourcesSampled) -> None:
+        self.resources = message.snapshot
+
+    @on(ModelProvisioning)
+    def _model_provisioning(self, message: ModelProvisioning) -> None:
+        self.model_status = message.line
+
+    @on(ModelsChanged)
+    def _models_changed(self) -> None:
+        # Screens other than the current one reload when they are shown again.
+        self.screen.post_message(ModelsChanged())
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """One place where any worker's failure becomes a message to the user."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        what = event.worker.description or event.worker.name
+        text = str(error) if isinstance(error, SageError) else f"{type(error).__name__}: {error}"
+        self.notify(f"{what}: {text}", title="Error", severity="error", timeout=10)

@@ -1,0 +1,35 @@
+"""Messages between the App, its workers and the screens. Facts are past tense."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from sage_tui.core.gpu import ResourceSnapshot
+
+
+@dataclass
+class ResourcesSampled(Message):
+    """A new GPU / CPU / RAM sample arrived from the monitor thread."""
+
+    snapshot: ResourceSnapshot
+
+    def can_replace(self, message: Message) -> bool:
+        # Only the newest figures matter; a backlog of samples is dropped.
+        return isinstance(message, ResourcesSampled)
+
+
+@dataclass
+class ModelProvisioning(Message):
+    """A step of provisioning the built-in model (a line for the status bar)."""
+
+    line: str
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ModelProvisioning)
+
+
+@dataclass
+class ModelsChanged(Message, bubble=False):
+    """The registry or the active model changed; views of them should reload."""

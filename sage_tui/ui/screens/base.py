@@ -1,0 +1,24 @@
+"""What every top-level screen shares: the status line on top, the key footer below."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from sage_tui.ui.widgets.status_bar import StatusBar
+
+
+class StudioScreen(Screen):
+    """A top-level mode screen. Subclasses set MODE and yield their body from compose_body."""
+
+    MODE = ""
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(self.MODE)
+        yield from self.compose_body()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        """The screen's own widgets, between the status line and the footer."""
+        yield from ()

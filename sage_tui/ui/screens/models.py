@@ -1,0 +1,53 @@
+"""The Models screen: every registered base model and adapter, the active one marked."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.widgets import DataTable
+
+from sage_tui.core.store import ModelRecord
+from sage_tui.ui.messages import ModelsChanged
+from sage_tui.ui.screens.base import StudioScreen
+
+
+class ModelsScreen(StudioScreen):
+    """A table of registered models."""
+
+    MODE = "models"
+
+    def compose_body(self) -> ComposeResult:
+        table: DataTable[str] = DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns("", "name", "kind", "source", "base", "path")
+        yield table
+
+    def on_mount(self) -> None:
+        self.load_models()
+
+    def on_screen_resume(self) -> None:
+        self.load_models()
+
+    @on(ModelsChanged)
+    def _reload(self) -> None:
+        self.load_models()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="models", description="read models")
+    def load_models(self) -> None:
+        """Read the registry off the event loop, then fill the table."""
+        registry = self.app.services.registry
+        models, active = registry.list(), registry.active_name
+        self.app.call_from_thread(self._fill, models, active)
+
+    def _fill(self, models: list[ModelRecord], active: str | None) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        for model in models:
+            table.add_row(
+                "*" if model.name == active else "",
+                model.name,
+                model.kind,
+                model.source,
+                model.base_model or "",
+                model.path,
+                key=model.name,
+            )

@@ -1,0 +1,73 @@
+"""The status line at the top of every screen: mode tabs, the active model, live resources."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Static
+
+from sage_tui.core.gpu import ResourceSnapshot, format_bytes
+
+MODE_TABS = (("finetune", "1", "Finetune"), ("models", "2", "Models"), ("chat", "3", "Chat"))
+
+
+def describe_resources(snapshot: ResourceSnapshot | None) -> Text:
+    """One line of figures: every GPU's memory and utilisation, or CPU and RAM without GPUs."""
+    if snapshot is None:
+        return Text("reading GPU figures...", style="dim")
+    text = Text()
+    if snapshot.gpus:
+        for gpu in snapshot.gpus:
+            share = gpu.memory_used / gpu.memory_total if gpu.memory_total else 0.0
+            style = "red" if share > 0.9 else "yellow" if share > 0.7 else "green"
+            util = "--" if gpu.utilization is None else f"{gpu.utilization}%"
+            text.append(f"GPU{gpu.index} ", style="bold")
+            text.append(
+                f"{format_bytes(gpu.memory_used)}/{format_bytes(gpu.memory_total)}", style=style
+            )
+            text.append(f" {util}  ")
+        return text
+    text.append(f"{snapshot.no_gpu_reason} ", style="dim")
+    text.append("CPU ", style="bold")
+    text.append(f"{snapshot.cpu_percent:.0f}%  ")
+    text.append("RAM ", style="bold")
+    text.append(f"{format_bytes(snapshot.ram_used)}/{format_bytes(snapshot.ram_total)}")
+    return text
+
+
+class StatusBar(Horizontal):
+    """Mode tabs, the active model and the latest resource figures.
+
+    It reads the App's reactive state (`active_model`, `resources`, `model_status`) and
+    redraws when those change; it never fetches anything itself.
+    """
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def compose(self) -> ComposeResult:
+        tabs = Text()
+        for mode, key, label in MODE_TABS:
+            style = "reverse bold" if mode == self.mode else ""
+            tabs.append(f" {key} {label} ", style=style)
+        yield Static(tabs, classes="status-tabs")
+        yield Static(classes="status-model")
+        yield Static(classes="status-resources")
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "active_model", self._show_model)
+        self.watch(self.app, "model_status", self._show_model)
+        self.watch(self.app, "resources", self._show_resources)
+
+    def _show_model(self, _: object = None) -> None:
+        app = self.app
+        text = Text("model ", style="bold")
+        text.append(app.active_model or "none", style="cyan")
+        if app.model_status:
+            text.append(f"  {app.model_status}", style="italic yellow")
+        self.query_one(".status-model", Static).update(text)
+
+    def _show_resources(self, snapshot: ResourceSnapshot | None) -> None:
+        self.query_one(".status-resources", Static).update(describe_resources(snapshot))

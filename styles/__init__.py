@@ -1,0 +1,1 @@
+"""Styles (Textual CSS), one file per screen, shipped inside the wheel."""
