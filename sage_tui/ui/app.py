@@ -115,4 +115,4 @@ class SageApp(App[None]):
         error = event.worker.error
         what = event.worker.description or event.worker.name
         text = str(error) if isinstance(error, SageError) else f"{type(error).__name__}: {error}"
-        self.notify(f"{what}: {text}", title="Error", severity="error", timeout=10)
+        self.notify(f"{what}: {text}", title="Error", severity="error", timeout=10, markup=False)

@@ -28,7 +28,7 @@ def describe_resources(snapshot: ResourceSnapshot | None) -> Text:
             )
             text.append(f" {util}  ")
         return text
-    text.append(f"{snapshot.no_gpu_reason} ", style="dim")
+    text.append(f"no GPU: {snapshot.no_gpu_reason}  ", style="dim")
     text.append("CPU ", style="bold")
     text.append(f"{snapshot.cpu_percent:.0f}%  ")
     text.append("RAM ", style="bold")

@@ -1,0 +1,128 @@
+"""The App shell driven through Pilot: modes by key, the status line, first-launch work."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.notifications import Notify
+from textual.widgets import DataTable, Static
+
+from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord
+from sage_tui.services import Services
+from sage_tui.ui.app import SageApp
+from sage_tui.ui.screens.chat import ChatScreen
+from sage_tui.ui.screens.finetune import FinetuneScreen
+from sage_tui.ui.screens.models import ModelsScreen
+from tests.conftest import BUILTIN, FakeMonitor, no_gpu_snapshot, two_gpu_snapshot
+
+
+async def settle(app: SageApp) -> None:
+    """Wait for everything but the endless resource poller, and for the first sample."""
+    for _ in range(200):
+        busy = [w for w in app.workers if w.group != "resources" and not w.is_finished]
+        if not busy and app.resources is not None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the app did not settle: {busy}, resources={app.resources}")
+
+
+async def closed(monitor: FakeMonitor) -> bool:
+    """The poller thread closes the monitor once the App has cancelled it."""
+    for _ in range(100):
+        if monitor.closed:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def status_text(app: SageApp, part: str) -> str:
+    return str(app.screen.query_one(f".status-{part}", Static).render())
+
+
+async def test_keys_switch_the_three_modes(services: Services) -> None:
+    app = SageApp(services, FakeMonitor(no_gpu_snapshot()), provision_default=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        assert isinstance(app.screen, ChatScreen)
+        await pilot.press("1")
+        assert app.current_mode == "finetune" and isinstance(app.screen, FinetuneScreen)
+        await pilot.press("2")
+        assert app.current_mode == "models" and isinstance(app.screen, ModelsScreen)
+        await pilot.press("3")
+        assert app.current_mode == "chat" and isinstance(app.screen, ChatScreen)
+        # The modes are in the footer and in the command palette's key list.
+        keys = {b.key: b.description for (_, b, _, _) in app.active_bindings.values()}
+        assert keys["1"] == "Finetune" and keys["2"] == "Models" and keys["3"] == "Chat"
+
+
+async def test_status_line_shows_every_gpu(services: Services) -> None:
+    services.store.upsert_model(ModelRecord("qwen-7b", "base", "local", "/m/qwen"))
+    services.store.set_setting(ACTIVE_MODEL_KEY, "qwen-7b")
+    monitor = FakeMonitor(two_gpu_snapshot())
+    app = SageApp(services, monitor, provision_default=False)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settle(app)
+        resources = status_text(app, "resources")
+        assert "GPU0 61.0 GiB/80.0 GiB 87%" in resources
+        assert "GPU1 2.0 GiB/80.0 GiB 0%" in resources
+        assert "qwen-7b" in status_text(app, "model")
+        await pilot.press("2")  # every screen carries the same figures
+        await pilot.pause()
+        assert "GPU0 61.0 GiB/80.0 GiB" in status_text(app, "resources")
+    assert await closed(monitor)
+
+
+async def test_status_line_without_gpus_says_so_and_shows_cpu(services: Services) -> None:
+    app = SageApp(services, FakeMonitor(no_gpu_snapshot()), provision_default=False)
+    async with app.run_test(size=(160, 30)):
+        await settle(app)
+        resources = status_text(app, "resources")
+        assert "no GPU: no NVIDIA driver found" in resources
+        assert "CPU 25%" in resources and "RAM 3.0 GiB/24.0 GiB" in resources
+        assert "none" in status_text(app, "model")
+
+
+async def test_resources_are_polled_repeatedly(settings) -> None:
+    from sage_tui.services import open_services
+
+    services = open_services(settings.with_changes(resource_poll_seconds=0.02))
+    monitor = FakeMonitor(no_gpu_snapshot())
+    app = SageApp(services, monitor, provision_default=False)
+    async with app.run_test():
+        await asyncio.sleep(0.3)
+    assert monitor.samples >= 5
+    assert await closed(monitor)
+
+
+async def test_first_launch_registers_the_builtin_model(provisioned_services: Services) -> None:
+    """The home holds the converted model but nothing is registered yet (a new database)."""
+    registry = provisioned_services.registry
+    registry.remove(BUILTIN)
+    app = SageApp(provisioned_services, FakeMonitor(no_gpu_snapshot()))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(app)
+        assert app.active_model == BUILTIN
+        assert app.model_status == ""
+        await pilot.press("2")
+        await settle(app)
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == 1
+        assert table.get_row_at(0)[:3] == ["*", BUILTIN, "base"]
+
+
+async def test_a_failing_provision_is_shown_and_the_app_keeps_working(settings) -> None:
+    from sage_tui.services import open_services
+
+    services = open_services(settings.with_changes(default_model="no-such-model"))
+    notes: list[str] = []
+    app = SageApp(services, FakeMonitor(no_gpu_snapshot()))
+
+    def hook(message) -> None:
+        if isinstance(message, Notify):
+            notes.append(message.notification.message)
+
+    async with app.run_test(size=(120, 30), message_hook=hook) as pilot:
+        await settle(app)
+        await pilot.pause()
+        assert any("unknown built-in model 'no-such-model'" in note for note in notes), notes
+        await pilot.press("2")
+        assert app.current_mode == "models"
