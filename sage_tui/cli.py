@@ -68,7 +68,11 @@ def _doctor(settings: Settings) -> int:
     for check in checks:
         print(f"[{marks[check.ok]}] {check.name:<{width}}  {check.detail}")
     ok = usable(checks)
-    print("sage-tui is ready to use." if ok else "sage-tui cannot run here until the FAIL lines are fixed.")
+    print(
+        "sage-tui is ready to use."
+        if ok
+        else "sage-tui cannot run here until the FAIL lines are fixed."
+    )
     return 0 if ok else 1
 
 
@@ -77,7 +81,10 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
 
     services = open_services(settings)
     registry = services.registry
-    say = lambda line: print(line, file=sys.stderr)  # noqa: E731  progress goes to stderr
+
+    def say(line: str) -> None:  # progress goes to stderr, results to stdout
+        print(line, file=sys.stderr)
+
     if args.models_command == "list":
         active = registry.active_name
         for model in registry.list():

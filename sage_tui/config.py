@@ -58,7 +58,9 @@ class Settings:
             values["home"] = resolve_home(values["home"])
         settings = cls(**values)
         if settings.engine not in ENGINES:
-            raise SageError(f"unknown engine {settings.engine!r}; choose one of {', '.join(ENGINES)}")
+            raise SageError(
+                f"unknown engine {settings.engine!r}; choose one of {', '.join(ENGINES)}"
+            )
         return settings
 
     def with_changes(self, **changes: Any) -> Settings:

@@ -54,7 +54,9 @@ def builtin_model_dir() -> Path:
 @pytest.fixture
 def provisioned_services(services: Services, builtin_model_dir: Path) -> Services:
     """Services whose home has the built-in model in place (linked, not copied)."""
-    services.settings.paths.model_dir(BUILTIN).symlink_to(builtin_model_dir, target_is_directory=True)
+    services.settings.paths.model_dir(BUILTIN).symlink_to(
+        builtin_model_dir, target_is_directory=True
+    )
     services.registry.pull(BUILTIN)
     return services
 
@@ -79,8 +81,15 @@ def two_gpu_snapshot() -> ResourceSnapshot:
     """Two H100s, one busy with training."""
     return ResourceSnapshot(
         gpus=(
-            GpuSample(0, "NVIDIA H100 80GB HBM3", 61 * GIB, 80 * GIB, 19 * GIB, 87,
-                      (GpuProcess(4242, 60 * GIB, "python"),)),
+            GpuSample(
+                0,
+                "NVIDIA H100 80GB HBM3",
+                61 * GIB,
+                80 * GIB,
+                19 * GIB,
+                87,
+                (GpuProcess(4242, 60 * GIB, "python"),),
+            ),
             GpuSample(1, "NVIDIA H100 80GB HBM3", 2 * GIB, 80 * GIB, 78 * GIB, 0, ()),
         ),
         no_gpu_reason=None,

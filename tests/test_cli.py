@@ -32,7 +32,9 @@ def test_unknown_model_name(capsys, settings) -> None:
 
 def test_import_path_that_is_not_a_model(capsys, tmp_path: Path, settings) -> None:
     (tmp_path / "notes").mkdir()
-    code, _, err = run(capsys, "--home", str(settings.home), "models", "import", str(tmp_path / "notes"))
+    code, _, err = run(
+        capsys, "--home", str(settings.home), "models", "import", str(tmp_path / "notes")
+    )
     assert code == 2
     assert f"{tmp_path / 'notes'} is not a model folder: no config.json" in one_line_error(err)
 
@@ -60,7 +62,9 @@ def test_models_list_marks_the_active_model(capsys, provisioned_services: Servic
     assert out.startswith(f"* {BUILTIN}")
 
 
-def test_pull_of_a_provisioned_model_is_quick_and_idempotent(capsys, provisioned_services: Services) -> None:
+def test_pull_of_a_provisioned_model_is_quick_and_idempotent(
+    capsys, provisioned_services: Services
+) -> None:
     home = str(provisioned_services.settings.home)
     code, out, _ = run(capsys, "--home", home, "models", "pull", BUILTIN)
     assert code == 0 and out.startswith(f"{BUILTIN} registered: ")
@@ -69,7 +73,16 @@ def test_pull_of_a_provisioned_model_is_quick_and_idempotent(capsys, provisioned
 def test_doctor_reports_and_exits_zero(capsys, provisioned_services: Services) -> None:
     code, out, _ = run(capsys, "--home", str(provisioned_services.settings.home), "doctor")
     assert code == 0, out
-    for name in ("python", "SAGE_HOME", "database", "torch", "transformers", "engine", "GPU", "built-in model"):
+    for name in (
+        "python",
+        "SAGE_HOME",
+        "database",
+        "torch",
+        "transformers",
+        "engine",
+        "GPU",
+        "built-in model",
+    ):
         assert f"] {name} " in out
     assert f"active model    {BUILTIN}" in out
     assert "sage-tui is ready to use." in out

@@ -6,8 +6,9 @@ import json
 import pkgutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import sage_tui
 import sage_tui.core
@@ -17,7 +18,10 @@ HEAVY = ("torch", "vllm", "transformers", "trl", "peft", "datasets", "pynvml", "
 
 
 def modules_after_import(*names: str) -> set[str]:
-    code = f"import sys, json\nfor n in {list(names)!r}: __import__(n)\nprint(json.dumps(sorted(sys.modules)))"
+    code = (
+        f"import sys, json\nfor n in {list(names)!r}: __import__(n)\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return {name.split(".")[0] for name in json.loads(out.stdout)}
 
@@ -37,9 +41,13 @@ def test_cli_and_app_modules_import_nothing_heavy() -> None:
 
 def test_every_package_ships_in_the_wheel() -> None:
     """pyproject lists packages by hand (styles/ and sample_data/ are mapped in); keep it whole."""
-    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     mapped = {"sage_tui.styles", "sage_tui.sample_data"}
-    found = {"sage_tui"} | mapped | {
-        m.name for m in pkgutil.walk_packages(sage_tui.__path__, "sage_tui.") if m.ispkg
-    }
+    found = (
+        {"sage_tui"}
+        | mapped
+        | {m.name for m in pkgutil.walk_packages(sage_tui.__path__, "sage_tui.") if m.ispkg}
+    )
     assert listed == found

@@ -41,15 +41,19 @@ def _greedy_answer(folder: Path, question: str) -> str:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
     ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt",
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        return_tensors="pt",
         return_dict=True,
     )
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=16, do_sample=False)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-def test_provisioned_folder_with_a_cut_file_is_half_written(builtin_model_dir: Path, tmp_path: Path) -> None:
+def test_provisioned_folder_with_a_cut_file_is_half_written(
+    builtin_model_dir: Path, tmp_path: Path
+) -> None:
     copy = tmp_path / "copy"
     copy.mkdir()
     for f in builtin_model_dir.iterdir():
@@ -137,13 +141,17 @@ def test_bad_model_name_is_refused(services: Services, tmp_path: Path) -> None:
 
 def test_hf_id_that_cannot_be_fetched(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelError, match="could not get 'nobody-here/no-such-model' from the Hugging Face Hub"):
+    with pytest.raises(
+        ModelError, match="could not get 'nobody-here/no-such-model' from the Hugging Face Hub"
+    ):
         services.registry.import_model("nobody-here/no-such-model")
     assert services.registry.list() == []
 
 
 def test_unknown_names(services: Services) -> None:
-    with pytest.raises(ModelError, match=r"unknown built-in model 'llama-9000' \(known: smollm2-135m-instruct\)"):
+    with pytest.raises(
+        ModelError, match=r"unknown built-in model 'llama-9000' \(known: smollm2-135m-instruct\)"
+    ):
         services.registry.pull("llama-9000")
     with pytest.raises(ModelError, match="no model named 'ghost' is registered"):
         services.registry.remove("ghost")

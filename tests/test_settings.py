@@ -20,7 +20,9 @@ def test_defaults_env_and_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("SAGE_POLL_SECONDS", "0.5")
     from_env = Settings.load()
     assert (from_env.home, from_env.engine, from_env.resource_poll_seconds) == (
-        tmp_path / "env", "transformers", 0.5,
+        tmp_path / "env",
+        "transformers",
+        0.5,
     )
     flagged = Settings.load(home=str(tmp_path / "flag"), engine="vllm")
     assert (flagged.home, flagged.engine) == (tmp_path / "flag", "vllm")
@@ -34,7 +36,9 @@ def test_defaults_env_and_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("SAGE_POLL_SECONDS", "-1", "is not a positive number"),
     ],
 )
-def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch, var: str, value: str, expected: str) -> None:
+def test_bad_settings_are_named(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, expected: str
+) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(SageError, match=expected):
         Settings.load()
@@ -62,7 +66,9 @@ def test_home_under_a_file_is_refused(tmp_path: Path) -> None:
     blocker.write_text("keep me")
     with pytest.raises(HomeError) as info:
         Paths(blocker / "home").ensure()
-    assert str(info.value).startswith(f"SAGE_HOME {blocker / 'home'} is not usable: Not a directory")
+    assert str(info.value).startswith(
+        f"SAGE_HOME {blocker / 'home'} is not usable: Not a directory"
+    )
     assert blocker.read_text() == "keep me"
 
 

@@ -107,16 +107,11 @@ def run_checks(settings: Settings, monitor: ResourceMonitor | None = None) -> li
     default = builtin_model(settings.default_model) if settings.default_model else None
     if default is not None:
         folder = paths.model_dir(default.name)
-        ready = read_manifest(folder) is not None
-        checks.append(
-            Check(
-                "built-in model",
-                True if ready else None,
-                f"{default.name} at {folder}"
-                if ready
-                else f"{default.name} not provisioned yet: run `sage-tui models pull {default.name}`",
-            )
-        )
+        if read_manifest(folder) is not None:
+            checks.append(Check("built-in model", True, f"{default.name} at {folder}"))
+        else:
+            pull = f"sage-tui models pull {default.name}"
+            checks.append(Check("built-in model", None, f"{default.name} not provisioned: {pull}"))
     if store is not None:
         active = store.get_setting(ACTIVE_MODEL_KEY)
         checks.append(Check("active model", True if active else None, active or "none chosen"))
@@ -146,6 +141,7 @@ def _torch_detail() -> str:
 
 def _transformers_detail() -> str:
     import transformers
+
     # The model classes are what break when a mismatched torchvision is installed.
     from transformers import AutoModelForCausalLM  # noqa: F401
     from transformers.models.llama import LlamaForCausalLM  # noqa: F401

@@ -129,7 +129,9 @@ class Store:
         for target, script in enumerate(migrations[version:], start=version + 1):
             # executescript commits first; BEGIN inside the script keeps the step atomic.
             try:
-                self._db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;")
+                self._db.executescript(
+                    f"BEGIN;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;"
+                )
             except sqlite3.Error as err:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")

@@ -61,12 +61,15 @@ class SageApp(App[None]):
         self.provision_default = provision_default
 
     def on_mount(self) -> None:
-        self.poll_resources()
-        self.load_active_model()
+        # After the first frame: provisioning imports torch, and its GIL time would delay it.
+        self.call_after_refresh(self.poll_resources)
+        self.call_after_refresh(self.load_active_model)
 
     # -- workers ----------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="resources", description="poll GPU")
+    @work(
+        thread=True, exclusive=True, exit_on_error=False, group="resources", description="poll GPU"
+    )
     def poll_resources(self) -> None:
         """Sample GPU / CPU / RAM about once a second until the App exits."""
         worker = get_current_worker()
@@ -78,7 +81,9 @@ class SageApp(App[None]):
         finally:
             self.monitor.close()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="models", description="active model")
+    @work(
+        thread=True, exclusive=True, exit_on_error=False, group="models", description="active model"
+    )
     def load_active_model(self) -> None:
         """Read the active model; provision the built-in one first if it is missing."""
         registry = self.services.registry
@@ -86,7 +91,9 @@ class SageApp(App[None]):
         if self.provision_default and default and not registry.builtin_ready(default):
             self.post_message(ModelProvisioning(f"preparing {default} (first launch)"))
             try:
-                registry.pull(default, progress=lambda line: self.post_message(ModelProvisioning(line)))
+                registry.pull(
+                    default, progress=lambda line: self.post_message(ModelProvisioning(line))
+                )
             finally:
                 self.post_message(ModelProvisioning(""))
         self.call_from_thread(setattr, self, "active_model", registry.active_name)

@@ -10,13 +10,13 @@ a folder that looks finished.
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-import importlib.util
 from pathlib import Path
 
 from sage_tui.core.models.folder import check_model_folder, read_manifest, write_manifest
@@ -100,8 +100,10 @@ def provision(model: BuiltinModel, folder: Path, progress: Progress = lambda _: 
             progress(f"{folder} is half-written; removing it")
             shutil.rmtree(folder)
         source = gguf_path(model)
+        # Under the lock, any partial folder belongs to a run that died: clear them all.
+        for stale in folder.parent.glob(f".{folder.name}.partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         work = folder.parent / f".{folder.name}.partial-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
         try:
             started = time.monotonic()
             convert_gguf(source, work, progress)
@@ -148,7 +150,9 @@ def convert_gguf(source: Path, target: Path, progress: Progress = lambda _: None
         model.save_pretrained(target, safe_serialization=True)
         tokenizer.save_pretrained(target)
     except OSError as err:
-        raise ModelError(f"cannot write the converted model to {target}: {err.strerror or err}") from None
+        raise ModelError(
+            f"cannot write the converted model to {target}: {err.strerror or err}"
+        ) from None
 
 
 def verify_loads(folder: Path) -> None:

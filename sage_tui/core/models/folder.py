@@ -39,7 +39,9 @@ def check_model_folder(path: Path) -> dict[str, Any]:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelError(f"{config_file} is not valid JSON: {err}") from None
-    if not isinstance(config, dict) or not (config.get("model_type") or config.get("architectures")):
+    if not isinstance(config, dict) or not (
+        config.get("model_type") or config.get("architectures")
+    ):
         raise ModelError(f"{config_file} names no model_type or architectures")
     if not any(any(path.glob(pattern)) for pattern in WEIGHT_PATTERNS):
         raise ModelError(f"{path} is not a model folder: no weights (*.safetensors or *.bin)")

@@ -47,7 +47,10 @@ class ModelRegistry:
     def builtin_ready(self, name: str) -> bool:
         """True if built-in model `name` is provisioned on disk and registered."""
         builtin_model(name)
-        return self.store.get_model(name) is not None and read_manifest(self.paths.model_dir(name)) is not None
+        return (
+            self.store.get_model(name) is not None
+            and read_manifest(self.paths.model_dir(name)) is not None
+        )
 
     def pull(self, name: str, progress: Progress = lambda _: None) -> ModelRecord:
         """Provision built-in model `name` (converting it if needed) and register it."""
@@ -90,7 +93,9 @@ class ModelRegistry:
             )
         config = {"hf_id": source} if record_source == "hf" else {}
         return self._register(
-            ModelRecord(name=name, kind="base", source=record_source, path=str(folder), config=config)
+            ModelRecord(
+                name=name, kind="base", source=record_source, path=str(folder), config=config
+            )
         )
 
     def remove(self, name: str) -> None:

@@ -31,7 +31,9 @@ class ModelsScreen(StudioScreen):
     def _reload(self) -> None:
         self.load_models()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="models", description="read models")
+    @work(
+        thread=True, exclusive=True, exit_on_error=False, group="models", description="read models"
+    )
     def load_models(self) -> None:
         """Read the registry off the event loop, then fill the table."""
         registry = self.app.services.registry
