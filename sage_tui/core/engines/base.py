@@ -1,0 +1,117 @@
+"""The engine contract: what the manager asks of an inference engine, and what it gets back.
+
+An engine serves one base model with any number of LoRA adapters chosen per request. Two
+implementations exist: vLLM (`vllm_engine.py`) and transformers + peft (`hf_engine.py`, for hosts
+without vLLM). The manager (`manager.py`) owns their lifecycle; nothing else starts or stops one.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sage_tui.errors import SageError
+
+Message = dict[str, str]
+"""A chat message: {"role": "system" | "user" | "assistant", "content": "..."}."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample a reply."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 512
+    seed: int | None = None
+
+    def check(self) -> Sampling:
+        """Raise SageError naming the first value out of range; return self."""
+        if not 0.0 <= self.temperature <= 2.0:
+            raise SageError(f"temperature {self.temperature} is outside 0..2")
+        if not 0.0 < self.top_p <= 1.0:
+            raise SageError(f"top-p {self.top_p} is outside (0, 1]")
+        if self.max_tokens < 1:
+            raise SageError(f"max tokens {self.max_tokens} must be at least 1")
+        return self
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter as an engine sees it: a folder, its rank, and a unique numeric id.
+
+    The id changes whenever the adapter's weights change, so a re-trained adapter never hits
+    cache entries of its previous weights.
+    """
+
+    name: str
+    path: str
+    rank: int
+    lora_id: int
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything needed to start an engine on one base model."""
+
+    model_name: str
+    model_path: str
+    max_model_len: int
+    max_lora_rank: int
+    max_loras: int = 4
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None
+    """vLLM's share of total GPU memory; None on CPU."""
+    cpu_kv_cache_gib: int | None = None
+    """KV cache size on CPU (vLLM's VLLM_CPU_KVCACHE_SPACE); None on GPU."""
+    trust_remote_code: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """New text of a reply and how many tokens it took."""
+
+    text: str
+    tokens: int
+    finish_reason: str | None = None
+    """Set on the last delta: "stop", "length" or "abort"."""
+
+
+class EngineError(SageError):
+    """An engine failed to start or to answer."""
+
+
+class Engine(abc.ABC):
+    """One running base model. Methods are called from the event loop; heavy work inside them
+    runs in threads or in the engine's own process."""
+
+    kind: str = ""
+    """"vllm" or "transformers"."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load the model; raise EngineError with the reason if it cannot be loaded."""
+
+    @abc.abstractmethod
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """Token ids of `messages` through the model's chat template, ready for a reply."""
+
+    @abc.abstractmethod
+    def stream(
+        self, prompt_ids: list[int], sampling: Sampling, adapter: Adapter | None, request_id: str
+    ) -> AsyncIterator[Delta]:
+        """Generate a reply to `prompt_ids`, yielding text as it is produced."""
+
+    @abc.abstractmethod
+    async def abort(self, request_id: str) -> None:
+        """Stop reply `request_id`; its stream ends with finish_reason "abort"."""
+
+    @abc.abstractmethod
+    async def shutdown(self) -> None:
+        """Stop the engine and free its memory (GPU memory included)."""
