@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from sage_tui import __version__
 from sage_tui.config import ENGINES, Settings
@@ -39,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", help="name to register it under (default: from the source)")
     rm = models_cmd.add_parser("remove", help="forget a model (its files stay)")
     rm.add_argument("name")
+
+    ask = commands.add_parser("ask", help="one reply from the active (or a named) model")
+    ask.add_argument("prompt")
+    ask.add_argument("--model", help="a registered model or adapter (default: the active one)")
+    ask.add_argument("--system", default="", help="system prompt")
+    ask.add_argument("--max-tokens", type=int, default=512)
+    ask.add_argument("--temperature", type=float, default=0.7)
+    ask.add_argument("--top-p", type=float, default=0.95)
+    ask.add_argument("--stats", action="store_true", help="print time to first token, tokens/s")
     return parser
 
 
@@ -51,12 +61,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _doctor(settings)
         if args.command == "models":
             return _models(settings, args)
+        if args.command == "ask":
+            return _ask(settings, args)
         return _run_app(settings)
     except SageError as err:
         print(f"sage-tui: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _say(line: str) -> None:
+    """Progress goes to stderr; results go to stdout."""
+    print(line, file=sys.stderr)
 
 
 def _doctor(settings: Settings) -> int:
@@ -81,10 +98,6 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
 
     services = open_services(settings)
     registry = services.registry
-
-    def say(line: str) -> None:  # progress goes to stderr, results to stdout
-        print(line, file=sys.stderr)
-
     if args.models_command == "list":
         active = registry.active_name
         for model in registry.list():
@@ -92,10 +105,10 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
             base = f"  (adapter of {model.base_model})" if model.base_model else ""
             print(f"{mark} {model.name:<32} {model.kind:<7} {model.source:<8} {model.path}{base}")
     elif args.models_command == "pull":
-        record = registry.pull(args.name, progress=say)
+        record = registry.pull(args.name, progress=_say)
         print(f"{record.name} registered: {record.path}")
     elif args.models_command == "import":
-        record = registry.import_model(args.source, name=args.name, progress=say)
+        record = registry.import_model(args.source, name=args.name, progress=_say)
         print(f"{record.name} registered: {record.path}")
     elif args.models_command == "remove":
         registry.remove(args.name)
@@ -103,10 +116,57 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_app(settings: Settings) -> int:
+def _ask(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from sage_tui.core.engines.base import Sampling
     from sage_tui.services import open_services
+    from sage_tui.terminal import engine_output_to
+
+    sampling = Sampling(args.temperature, args.top_p, args.max_tokens).check()
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    messages.append({"role": "user", "content": args.prompt})
+    services = open_services(settings)
+    if services.registry.active_name is None and args.model is None:
+        services.registry.pull(settings.default_model, progress=_say)
+
+    async def answer(out: TextIO, err: TextIO) -> None:
+        engines = services.engines
+        try:
+            record = await engines.ensure_loaded(args.model)
+            reply = await engines.generate(messages, sampling, model=record.name)
+            async for piece in reply:
+                out.write(piece)
+                out.flush()
+            out.write("\n")
+            if args.stats:
+                s = reply.stats
+                print(
+                    f"[{s.model} on {s.engine}: {s.completion_tokens} tokens,"
+                    f" first after {s.time_to_first_token or 0:.2f} s,"
+                    f" {s.tokens_per_second:.1f} tokens/s, {s.finish_reason}]",
+                    file=err,
+                )
+        finally:
+            await engines.shutdown()
+
+    # The engine's own output goes to its log: stdout carries the answer alone.
+    with engine_output_to(settings.paths.engine_log) as (out, err):
+        asyncio.run(answer(out, err))
+    return 0
+
+
+def _run_app(settings: Settings) -> int:
+    from multiprocessing import resource_tracker
+
+    from sage_tui.services import open_services
+    from sage_tui.terminal import engine_output_to
     from sage_tui.ui.app import SageApp
 
     services = open_services(settings)
-    SageApp(services).run()
+    # Started now, while stderr is a real file: started later under Textual (whose stderr has
+    # no descriptor) it breaks vLLM's process spawning ("bad value(s) in fds_to_keep").
+    resource_tracker.ensure_running()
+    with engine_output_to(settings.paths.engine_log):
+        SageApp(services).run()
     return 0

@@ -38,6 +38,11 @@ class Paths:
         """The active model, for other processes on the machine."""
         return self.home / "active_model.json"
 
+    @property
+    def engine_log(self) -> Path:
+        """What the inference engine's processes print while the TUI runs."""
+        return self.home / "logs" / "engine.log"
+
     def model_dir(self, name: str) -> Path:
         """Folder of the provisioned model `name`."""
         return self.models / name

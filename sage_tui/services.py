@@ -5,21 +5,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sage_tui.config import Settings
+from sage_tui.core.engines.manager import EngineManager
+from sage_tui.core.engines.plan import hardware_from_snapshot
+from sage_tui.core.gpu import ResourceMonitor
 from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.store import Store
 
 
 @dataclass
 class Services:
-    """What the studio works with: settings, the database and the model registry."""
+    """What the studio works with: settings, the database, models, the engine, the GPUs."""
 
     settings: Settings
     store: Store
     registry: ModelRegistry
+    monitor: ResourceMonitor
+    engines: EngineManager
 
 
 def open_services(settings: Settings) -> Services:
-    """Create SAGE_HOME if needed, open the database, build the registry."""
+    """Create SAGE_HOME if needed, open the database, build the registry and the manager.
+
+    Nothing here imports torch or vLLM or starts an engine: that happens on first use.
+    """
     paths = settings.paths.ensure()
     store = Store(paths.db)
-    return Services(settings=settings, store=store, registry=ModelRegistry(store, paths))
+    registry = ModelRegistry(store, paths)
+    monitor = ResourceMonitor()
+    engines = EngineManager(
+        registry,
+        lambda: hardware_from_snapshot(monitor.sample()),
+        engine_kind=settings.engine,
+    )
+    return Services(settings, store, registry, monitor, engines)

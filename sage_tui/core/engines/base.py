@@ -66,6 +66,8 @@ class EngineConfig:
     """vLLM's share of total GPU memory; None on CPU."""
     cpu_kv_cache_gib: int | None = None
     """KV cache size on CPU (vLLM's VLLM_CPU_KVCACHE_SPACE); None on GPU."""
+    gpu_indices: tuple[int, ...] = ()
+    """GPUs to run on (NVML numbering); empty means CPU, or whatever CUDA shows."""
     trust_remote_code: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

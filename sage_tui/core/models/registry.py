@@ -7,9 +7,13 @@ first base model registered becomes the active one.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import time
 from pathlib import Path
 
+from sage_tui.core.models.adapters import read_adapter
 from sage_tui.core.models.builtin import Progress, builtin_model, provision
 from sage_tui.core.models.folder import check_model_folder, read_manifest
 from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord, Store
@@ -79,12 +83,7 @@ class ModelRegistry:
             folder = _download(source, progress)
             check_model_folder(folder)
             record_source, default_name = "hf", source.split("/", 1)[1]
-        name = name or default_name.lower()
-        if not NAME_RE.match(name):
-            raise ModelError(
-                f"{name!r} is not a usable model name: letters, digits, '.', '_' and '-' only"
-                " (give one with --name)"
-            )
+        name = _check_name(name or default_name.lower())
         existing = self.store.get_model(name)
         if existing is not None and existing.path != str(folder):
             raise ModelError(
@@ -98,6 +97,60 @@ class ModelRegistry:
             )
         )
 
+    def register_adapter(
+        self, name: str, path: Path, base_model: str, source: str = "finetune"
+    ) -> ModelRecord:
+        """Register a LoRA adapter of registered base model `base_model`."""
+        _check_name(name)
+        base = self.get(base_model)
+        if base.kind != "base":
+            raise ModelError(f"{base_model!r} is an adapter; an adapter needs a base model")
+        info = read_adapter(Path(path).absolute())
+        return self._register(
+            ModelRecord(
+                name=name,
+                kind="adapter",
+                source=source,
+                path=str(info.path),
+                base_model=base_model,
+                config={"rank": info.rank, "alpha": info.alpha},
+            )
+        )
+
+    def adapters_of(self, base_model: str) -> list[ModelRecord]:
+        """Every registered adapter of `base_model`."""
+        return [m for m in self.list() if m.kind == "adapter" and m.base_model == base_model]
+
+    def base_of(self, record: ModelRecord) -> ModelRecord:
+        """The base model of `record` (itself if it is a base model)."""
+        return self.get(record.base_model) if record.kind == "adapter" else record
+
+    def set_active(self, name: str, engine: str = "") -> ModelRecord:
+        """Make `name` the model the chat uses, for this process and for others on the machine.
+
+        Writes the database, `$SAGE_HOME/active_model.json` and, as SAGE's pipelines expect,
+        SAGE_STUDIO_LLM_MODEL / SAGE_STUDIO_LLM_PATH in this process's environment.
+        """
+        record = self.get(name)
+        base = self.base_of(record)
+        self.store.set_setting(ACTIVE_MODEL_KEY, name)
+        info = {
+            "name": record.name,
+            "kind": record.kind,
+            "base_model": base.name,
+            "base_path": base.path,
+            "adapter_path": record.path if record.kind == "adapter" else None,
+            "engine": engine,
+            "switched_at": time.time(),
+        }
+        target = self.paths.active_model_file
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(target)
+        os.environ["SAGE_STUDIO_LLM_MODEL"] = record.name
+        os.environ["SAGE_STUDIO_LLM_PATH"] = record.path
+        return record
+
     def remove(self, name: str) -> None:
         """Forget model `name` (its files stay on disk)."""
         self.get(name)
@@ -110,6 +163,15 @@ class ModelRegistry:
         if self.active_name is None and stored.kind == "base":
             self.store.set_setting(ACTIVE_MODEL_KEY, stored.name)
         return stored
+
+
+def _check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise ModelError(
+            f"{name!r} is not a usable model name: letters, digits, '.', '_' and '-' only"
+            " (give one with --name)"
+        )
+    return name
 
 
 def _download(repo_id: str, progress: Progress) -> Path:

@@ -1,0 +1,448 @@
+"""The engine manager: the one owner of the inference engine's lifecycle.
+
+SAGE's `vllm_registry` done properly. It knows which model is active, keeps one engine running
+for that model's base, and answers chat requests with it:
+
+- switching to another adapter of the loaded base model is instant (adapters go per request);
+- switching base model shuts the old engine down, checks on GPU hosts that its memory came
+  back, loads the new one, and if that fails loads the previous model again and says why;
+- switches are serialised, and replies still streaming from an engine that is being replaced
+  end cleanly with finish reason "abort".
+
+All methods run on one asyncio event loop (the App's, or `asyncio.run` in the CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sage_tui.core.engines.base import (
+    Adapter,
+    Delta,
+    Engine,
+    EngineConfig,
+    Message,
+    Sampling,
+)
+from sage_tui.core.engines.plan import Hardware, ModelShape, plan_engine
+from sage_tui.core.models.adapters import read_adapter
+from sage_tui.core.models.registry import ModelRegistry
+from sage_tui.core.store import ModelRecord
+from sage_tui.errors import ModelError, SageError
+
+EngineFactory = Callable[[str, EngineConfig], Engine]
+HardwareProbe = Callable[[], Hardware]
+StatusCallback = Callable[[str], None]
+
+# How long to wait for a stopped engine's GPU memory to show up as free again.
+MEMORY_RETURN_SECONDS = 20.0
+MEMORY_RETURN_TOLERANCE = 512 * 1024**2
+
+
+class SwitchFailed(SageError):
+    """A model could not be loaded; the message says why and what is loaded instead."""
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    """What a switch did."""
+
+    model: ModelRecord
+    reloaded: bool
+    """False when only the adapter changed (no engine reload)."""
+    seconds: float
+
+
+@dataclass
+class ReplyStats:
+    """Figures shown under every reply."""
+
+    model: str
+    engine: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    time_to_first_token: float | None = None
+    seconds: float = 0.0
+    finish_reason: str | None = None
+    trimmed_messages: int = 0
+    """Oldest messages left out because the conversation did not fit the context."""
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed: tokens after the first, over the time after the first."""
+        if self.time_to_first_token is None or self.completion_tokens < 2:
+            return 0.0
+        decode = self.seconds - self.time_to_first_token
+        return (self.completion_tokens - 1) / decode if decode > 0 else 0.0
+
+
+@dataclass
+class Reply:
+    """A reply being generated: iterate it for text; `stats` is complete when it ends."""
+
+    request_id: str
+    stats: ReplyStats
+    _deltas: AsyncIterator[Delta] = field(repr=False)
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._text()
+
+    async def _text(self) -> AsyncIterator[str]:
+        async for delta in self._deltas:
+            if delta.text:
+                yield delta.text
+
+    async def text(self) -> str:
+        """The whole reply (consumes it)."""
+        return "".join([piece async for piece in self])
+
+
+def default_engine_factory(kind: str, config: EngineConfig) -> Engine:
+    """Build the engine of `kind` ("vllm" or "transformers")."""
+    if kind == "vllm":
+        from sage_tui.core.engines.vllm_engine import VllmEngine
+
+        return VllmEngine(config)
+    from sage_tui.core.engines.hf_engine import TransformersEngine
+
+    return TransformersEngine(config)
+
+
+def resolve_engine_kind(requested: str) -> str:
+    """ "auto" means vLLM where it is installed, else transformers."""
+    if requested == "auto":
+        return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+    if requested == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise SageError("--engine vllm asked for, but vLLM is not installed here")
+    return requested
+
+
+class EngineManager:
+    """Owns the engine: which base model it runs, switching, and generating replies."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        hardware: HardwareProbe,
+        *,
+        engine_kind: str = "auto",
+        engine_factory: EngineFactory = default_engine_factory,
+        on_status: StatusCallback | None = None,
+        max_model_len: int | None = None,
+    ) -> None:
+        self.registry = registry
+        self.engine_kind = resolve_engine_kind(engine_kind)
+        self._factory = engine_factory
+        self._hardware = hardware
+        self.on_status: StatusCallback = on_status or (lambda _: None)
+        """Told what the engine is doing ("loading ...", "" when done); the UI sets it."""
+        self._max_model_len = max_model_len
+        self._engine: Engine | None = None
+        self._base: ModelRecord | None = None
+        self._lock = asyncio.Lock()
+        self._replies: dict[str, Engine] = {}
+        self._lora_ids: dict[tuple[str, int], int] = {}
+        self._next_lora_id = itertools.count(1)
+        self._request_ids = itertools.count(1)
+        self.loads = 0
+        """How many times an engine was built (tests and benchmarks read it)."""
+
+    # -- what is loaded -----------------------------------------------------------------------
+
+    @property
+    def current_model(self) -> ModelRecord | None:
+        """The active model (base or adapter), as registered."""
+        name = self.registry.active_name
+        return self.registry.store.get_model(name) if name else None
+
+    @property
+    def loaded_base(self) -> ModelRecord | None:
+        """The base model the running engine serves, if one runs."""
+        return self._base if self._engine is not None else None
+
+    @property
+    def engine_config(self) -> EngineConfig | None:
+        """Settings of the running engine."""
+        return self._engine.config if self._engine is not None else None
+
+    # -- registering and switching --------------------------------------------------------------
+
+    def register_model(
+        self, name: str, path: str | Path, config: dict | None = None, base_model: str | None = None
+    ) -> ModelRecord:
+        """Register a base model folder, or an adapter folder when `base_model` is given."""
+        if base_model is not None:
+            return self.registry.register_adapter(name, Path(path), base_model)
+        return self.registry.import_model(str(path), name=name)
+
+    async def switch_model(self, name: str) -> SwitchResult:
+        """Make `name` the active model, loading its base model if it is not the one running."""
+        started = time.monotonic()
+        record = self.registry.get(name)
+        async with self._lock:
+            base = self.registry.base_of(record)
+            reloaded = await self._ensure_base(base, record)
+            self.registry.set_active(name, self.engine_kind)
+        self.on_status("")
+        return SwitchResult(record, reloaded, time.monotonic() - started)
+
+    async def ensure_loaded(self, name: str | None = None) -> ModelRecord | None:
+        """Have an engine that serves `name` (default: the active model) without making it
+        the active model. Returns the model, or None when there is no active model."""
+        record = self.registry.get(name) if name else self.current_model
+        if record is None:
+            return None
+        async with self._lock:
+            await self._ensure_base(self.registry.base_of(record), record)
+        self.on_status("")
+        return record
+
+    async def _ensure_base(self, base: ModelRecord, wanted: ModelRecord) -> bool:
+        """Have an engine for `base` able to serve `wanted`; True if one was (re)built."""
+        _check_folder(base)
+        rank = self._adapter(wanted).rank if wanted.kind == "adapter" else 0
+        running = self._engine
+        if (
+            running is not None
+            and self._base is not None
+            and self._base.name == base.name
+            and rank <= running.config.max_lora_rank
+        ):
+            return False
+        previous = self._base if running is not None else None
+        if running is not None:
+            await self._stop_engine(f"switching to {wanted.name}")
+        try:
+            await self._start_engine(base, rank)
+        except SageError as err:
+            if previous is None:
+                self.on_status(f"failed: {err}")
+                raise SwitchFailed(f"could not load {base.name}: {err}") from err
+            self.on_status(f"{base.name} failed; loading {previous.name} again")
+            try:
+                await self._start_engine(previous, 0)
+            except SageError as again:
+                self.on_status(f"failed: {again}")
+                raise SwitchFailed(
+                    f"could not load {base.name} ({err}), nor {previous.name} again ({again})"
+                ) from err
+            raise SwitchFailed(
+                f"could not load {base.name}: {err}; still using {previous.name}"
+            ) from err
+        return True
+
+    async def _start_engine(self, base: ModelRecord, min_rank: int) -> None:
+        _check_folder(base)
+        adapters_rank = max(
+            [min_rank]
+            + [int(a.config.get("rank", 0)) for a in self.registry.adapters_of(base.name)]
+        )
+        hardware = await asyncio.to_thread(self._hardware)
+        shape = await asyncio.to_thread(ModelShape.from_folder, Path(base.path))
+        plan = plan_engine(
+            shape, hardware, max_adapter_rank=adapters_rank, max_model_len=self._max_model_len
+        )
+        config = EngineConfig(
+            model_name=base.name,
+            model_path=base.path,
+            max_model_len=plan.max_model_len,
+            max_lora_rank=plan.max_lora_rank,
+            max_loras=plan.max_loras,
+            tensor_parallel_size=plan.tensor_parallel_size,
+            gpu_memory_utilization=plan.gpu_memory_utilization,
+            cpu_kv_cache_gib=plan.cpu_kv_cache_gib,
+            gpu_indices=plan.gpu_indices,
+            trust_remote_code=bool(base.config.get("trust_remote_code", False)),
+        )
+        self.on_status(f"loading {base.name} ({self.engine_kind}, {plan.device})")
+        engine = self._factory(self.engine_kind, config)
+        self.loads += 1
+        await engine.start()
+        self._engine, self._base = engine, base
+
+    async def _stop_engine(self, why: str) -> None:
+        engine, self._engine = self._engine, None
+        if engine is None:
+            return
+        self.on_status(f"stopping {engine.config.model_name} ({why})")
+        for request_id, owner in list(self._replies.items()):
+            if owner is engine:
+                await engine.abort(request_id)
+        before = await asyncio.to_thread(self._hardware) if engine.config.gpu_indices else None
+        await engine.shutdown()
+        if before is not None:
+            await self._wait_for_memory(engine.config.gpu_indices, before)
+
+    async def _wait_for_memory(self, indices: Sequence[int], before: Hardware) -> None:
+        """Wait until the GPUs the engine used show its memory as free again."""
+        held = {g.index: g.total - g.free for g in before.gpus if g.index in indices}
+        deadline = time.monotonic() + MEMORY_RETURN_SECONDS
+        while True:
+            now = await asyncio.to_thread(self._hardware)
+            still = {
+                g.index: g.total - g.free
+                for g in now.gpus
+                if g.index in held and held[g.index] - (g.total - g.free) < MEMORY_RETURN_TOLERANCE
+            }
+            if not still:
+                return
+            if time.monotonic() > deadline:
+                self.on_status(
+                    "GPU memory did not come back after stopping the engine on GPU "
+                    + ", ".join(map(str, sorted(still)))
+                )
+                return
+            await asyncio.sleep(0.5)
+
+    async def shutdown(self) -> None:
+        """Stop the engine (the app is exiting)."""
+        async with self._lock:
+            await self._stop_engine("exit")
+
+    # -- generating -----------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        messages: Sequence[Message],
+        sampling: Sampling | None = None,
+        *,
+        model: str | None = None,
+        request_id: str | None = None,
+    ) -> Reply:
+        """Start a reply to `messages` from `model` (default: the active model).
+
+        The model must be the loaded base or one of its adapters; an adapter of another base
+        is refused with both names. The conversation is trimmed oldest-first to fit the
+        context; a last message that alone does not fit is refused with the limit.
+        """
+        sampling = (sampling or Sampling()).check()
+        if not messages or not messages[-1].get("content", "").strip():
+            raise SageError("the message is empty: type something to send")
+        record = self.registry.get(model) if model is not None else self.current_model
+        if record is None:
+            raise SageError("no model is active: choose one on the Models screen")
+        if self._engine is None:
+            await self.ensure_loaded()
+        async with self._lock:  # wait for a switch in progress
+            engine, base = self._engine, self._base
+        if engine is None or base is None:
+            raise SageError("no engine is running: choose a model first")
+        adapter = None
+        if record.kind == "adapter":
+            if record.base_model != base.name:
+                raise ModelError(
+                    f"adapter {record.name} belongs to {record.base_model}, but the engine runs"
+                    f" {base.name}: switch to {record.name} to load its base"
+                )
+            adapter = self._adapter(record)
+            if adapter.rank > engine.config.max_lora_rank:
+                raise ModelError(
+                    f"adapter {record.name} has rank {adapter.rank}, above the engine's"
+                    f" {engine.config.max_lora_rank}: switch to it to reload the engine"
+                )
+        elif record.name != base.name:
+            raise ModelError(
+                f"{record.name} is not loaded (the engine runs {base.name}): switch to it first"
+            )
+        prompt, sampling, trimmed = await self._fit(engine, list(messages), sampling)
+        request_id = request_id or f"chat-{next(self._request_ids)}-{int(time.time() * 1000)}"
+        stats = ReplyStats(
+            model=record.name,
+            engine=engine.kind,
+            prompt_tokens=len(prompt),
+            trimmed_messages=trimmed,
+        )
+        return Reply(
+            request_id, stats, self._stream(engine, prompt, sampling, adapter, request_id, stats)
+        )
+
+    async def _stream(
+        self,
+        engine: Engine,
+        prompt: list[int],
+        sampling: Sampling,
+        adapter: Adapter | None,
+        request_id: str,
+        stats: ReplyStats,
+    ) -> AsyncIterator[Delta]:
+        started = time.monotonic()
+        self._replies[request_id] = engine
+        try:
+            async for delta in engine.stream(prompt, sampling, adapter, request_id):
+                if delta.tokens and stats.time_to_first_token is None:
+                    stats.time_to_first_token = time.monotonic() - started
+                stats.completion_tokens += delta.tokens
+                if delta.finish_reason:
+                    stats.finish_reason = delta.finish_reason
+                stats.seconds = time.monotonic() - started
+                yield delta
+        except asyncio.CancelledError:
+            stats.finish_reason = "abort"
+            await engine.abort(request_id)
+            raise
+        finally:
+            # A consumer that stops early (break, close) must not leave the request running.
+            if stats.finish_reason is None:
+                stats.finish_reason = "abort"
+                await engine.abort(request_id)
+            stats.seconds = time.monotonic() - started
+            self._replies.pop(request_id, None)
+
+    async def abort(self, request_id: str) -> None:
+        """Stop a reply; its stream ends with finish reason "abort"."""
+        engine = self._replies.get(request_id)
+        if engine is not None:
+            await engine.abort(request_id)
+
+    async def _fit(
+        self, engine: Engine, messages: list[Message], sampling: Sampling
+    ) -> tuple[list[int], Sampling, int]:
+        """Token ids that fit the context, dropping the oldest turns first."""
+        limit = engine.config.max_model_len
+        system = [m for m in messages[:1] if m.get("role") == "system"]
+        turns = messages[len(system) :]
+        trimmed = 0
+        while True:
+            prompt = await asyncio.to_thread(engine.prompt_ids, system + turns)
+            if len(prompt) + sampling.max_tokens <= limit:
+                return prompt, sampling, trimmed
+            if len(turns) > 1:
+                turns = turns[1:]
+                trimmed += 1
+                continue
+            room = limit - len(prompt)
+            if room >= 16:
+                # Shorter reply rather than none: the prompt fits, the full max tokens do not.
+                return prompt, Sampling(**{**sampling.__dict__, "max_tokens": room}), trimmed
+            raise SageError(
+                f"the message is {len(prompt)} tokens; {engine.config.model_name} takes at most"
+                f" {limit} tokens of context: shorten it"
+            )
+
+    def _adapter(self, record: ModelRecord) -> Adapter:
+        if not Path(record.path).is_dir():
+            raise ModelError(
+                f"the folder of {record.name} ({record.path}) no longer exists:"
+                " re-register it or remove it on the Models screen"
+            )
+        info = read_adapter(Path(record.path))
+        # A new id whenever the weights change: vLLM caches by id, and a re-trained adapter
+        # under an old id would serve stale prefix-cache entries.
+        key = (record.path, info.weights_mtime_ns)
+        if key not in self._lora_ids:
+            self._lora_ids[key] = next(self._next_lora_id)
+        return Adapter(record.name, record.path, info.rank, self._lora_ids[key])
+
+
+def _check_folder(record: ModelRecord) -> None:
+    if not Path(record.path).is_dir():
+        raise ModelError(
+            f"the folder of {record.name} ({record.path}) no longer exists:"
+            " re-import it or remove it on the Models screen"
+        )

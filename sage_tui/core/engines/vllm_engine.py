@@ -1,0 +1,136 @@
+"""The vLLM engine: `AsyncLLM` (V1) in this process, its EngineCore in a child process.
+
+The child owns the model's memory, so `shutdown()` really frees it (vLLM's in-process teardown
+does not). Construction takes 15 s or more and runs in a thread; streaming runs on the caller's
+event loop with delta outputs. LoRA adapters are chosen per request (`LoRARequest`), so
+switching between adapters of the loaded base model needs no reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from sage_tui.core.engines.base import Adapter, Delta, Engine, EngineError, Message, Sampling
+
+
+class VllmEngine(Engine):
+    """A base model served by vLLM, with per-request LoRA adapters."""
+
+    kind = "vllm"
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self._llm: Any = None
+        self._tokenizer: Any = None
+
+    async def start(self) -> None:
+        """Build the engine in a thread; the EngineCore child loads the weights."""
+        try:
+            self._llm = await asyncio.to_thread(self._build)
+            self._tokenizer = self._llm.get_tokenizer()
+        except Exception as err:  # vLLM raises many kinds; the message is what matters
+            raise EngineError(
+                f"vLLM could not load {self.config.model_name} from {self.config.model_path}:"
+                f" {_first_line(err)}"
+            ) from err
+
+    def _build(self) -> Any:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        c = self.config
+        if c.cpu_kv_cache_gib is not None:
+            # Read by the EngineCore child when it starts; GiB.
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(c.cpu_kv_cache_gib)
+        if c.gpu_indices:
+            # The planner picked the GPUs with the most free memory; number them as NVML does.
+            os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, c.gpu_indices))
+        args = AsyncEngineArgs(
+            model=c.model_path,
+            tokenizer=c.model_path,
+            served_model_name=c.model_name,
+            max_model_len=c.max_model_len,
+            enable_lora=True,
+            max_lora_rank=c.max_lora_rank,
+            max_loras=c.max_loras,
+            tensor_parallel_size=c.tensor_parallel_size,
+            trust_remote_code=c.trust_remote_code,
+            disable_log_stats=True,
+            **(
+                {"gpu_memory_utilization": c.gpu_memory_utilization}
+                if c.gpu_memory_utilization is not None
+                else {}
+            ),
+            **c.extra,
+        )
+        return AsyncLLM.from_engine_args(args)
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """The chat template applied by the model's own tokenizer."""
+        if not getattr(self._tokenizer, "chat_template", None):
+            raise EngineError(f"{self.config.model_name} has no chat template")
+        ids = self._tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    async def stream(
+        self, prompt_ids: list[int], sampling: Sampling, adapter: Adapter | None, request_id: str
+    ) -> AsyncIterator[Delta]:
+        """Stream the reply; cancelling the consumer aborts the request inside vLLM."""
+        from vllm import SamplingParams
+        from vllm.lora.request import LoRARequest
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+            max_tokens=sampling.max_tokens,
+            seed=sampling.seed,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        lora = (
+            LoRARequest(adapter.name, adapter.lora_id, adapter.path)
+            if adapter is not None
+            else None
+        )
+        finish: str | None = None
+        async for output in self._llm.generate(
+            {"prompt_token_ids": prompt_ids}, params, request_id, lora_request=lora
+        ):
+            piece = output.outputs[0]
+            finish = piece.finish_reason
+            if output.finished and finish is None:
+                finish = "abort"
+            if piece.text or piece.token_ids or output.finished:
+                yield Delta(piece.text, len(piece.token_ids), finish if output.finished else None)
+            if output.finished:
+                return
+        # The generator ends without a finished output when the request was aborted.
+        yield Delta("", 0, "abort")
+
+    async def abort(self, request_id: str) -> None:
+        """Abort one request; its stream ends."""
+        if self._llm is not None:
+            await self._llm.abort(request_id)
+
+    async def shutdown(self) -> None:
+        """End the EngineCore child process, which frees the model's memory."""
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            await asyncio.to_thread(llm.shutdown)
+            # AsyncLLM.__del__ calls shutdown() again, at interpreter exit if a reference
+            # lingers, when vLLM's module globals are gone ("'NoneType' object is not
+            # callable"). It is already shut down: make the second call do nothing.
+            llm.shutdown = lambda *args, **kwargs: None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[-1] if text else type(err).__name__
