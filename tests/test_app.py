@@ -40,39 +40,49 @@ def status_text(app: SageApp, part: str) -> str:
 
 
 async def test_keys_switch_the_three_modes(services: Services) -> None:
-    app = SageApp(services, FakeMonitor(no_gpu_snapshot()), provision_default=False)
+    app = SageApp(
+        services, FakeMonitor(no_gpu_snapshot()), provision_default=False, start_engine=False
+    )
     async with app.run_test(size=(120, 30)) as pilot:
         assert isinstance(app.screen, ChatScreen)
-        await pilot.press("1")
+        await pilot.press("f1")  # the chat input has focus: F-keys switch from anywhere
         assert app.current_mode == "finetune" and isinstance(app.screen, FinetuneScreen)
         await pilot.press("2")
         assert app.current_mode == "models" and isinstance(app.screen, ModelsScreen)
         await pilot.press("3")
         assert app.current_mode == "chat" and isinstance(app.screen, ChatScreen)
+        await pilot.press("1")  # typed into the chat input, not a mode switch
+        assert app.current_mode == "chat"
+        assert app.screen.query_one("#chat-input").value == "1"
+        await pilot.press("f2")
+        assert app.current_mode == "models"
         # The modes are in the footer and in the command palette's key list.
         keys = {b.key: b.description for (_, b, _, _) in app.active_bindings.values()}
-        assert keys["1"] == "Finetune" and keys["2"] == "Models" and keys["3"] == "Chat"
+        assert keys["1"] == keys["f1"] == "Finetune"
+        assert keys["2"] == "Models" and keys["3"] == "Chat"
 
 
 async def test_status_line_shows_every_gpu(services: Services) -> None:
     services.store.upsert_model(ModelRecord("qwen-7b", "base", "local", "/m/qwen"))
     services.store.set_setting(ACTIVE_MODEL_KEY, "qwen-7b")
     monitor = FakeMonitor(two_gpu_snapshot())
-    app = SageApp(services, monitor, provision_default=False)
+    app = SageApp(services, monitor, provision_default=False, start_engine=False)
     async with app.run_test(size=(160, 30)) as pilot:
         await settle(app)
         resources = status_text(app, "resources")
         assert "GPU0 61.0 GiB/80.0 GiB 87%" in resources
         assert "GPU1 2.0 GiB/80.0 GiB 0%" in resources
         assert "qwen-7b" in status_text(app, "model")
-        await pilot.press("2")  # every screen carries the same figures
+        await pilot.press("f2")  # every screen carries the same figures
         await pilot.pause()
         assert "GPU0 61.0 GiB/80.0 GiB" in status_text(app, "resources")
     assert await closed(monitor)
 
 
 async def test_status_line_without_gpus_says_so_and_shows_cpu(services: Services) -> None:
-    app = SageApp(services, FakeMonitor(no_gpu_snapshot()), provision_default=False)
+    app = SageApp(
+        services, FakeMonitor(no_gpu_snapshot()), provision_default=False, start_engine=False
+    )
     async with app.run_test(size=(160, 30)):
         await settle(app)
         resources = status_text(app, "resources")
@@ -86,7 +96,7 @@ async def test_resources_are_polled_repeatedly(settings) -> None:
 
     services = open_services(settings.with_changes(resource_poll_seconds=0.02))
     monitor = FakeMonitor(no_gpu_snapshot())
-    app = SageApp(services, monitor, provision_default=False)
+    app = SageApp(services, monitor, provision_default=False, start_engine=False)
     async with app.run_test():
         await asyncio.sleep(0.3)
     assert monitor.samples >= 5
@@ -97,12 +107,12 @@ async def test_first_launch_registers_the_builtin_model(provisioned_services: Se
     """The home holds the converted model but nothing is registered yet (a new database)."""
     registry = provisioned_services.registry
     registry.remove(BUILTIN)
-    app = SageApp(provisioned_services, FakeMonitor(no_gpu_snapshot()))
+    app = SageApp(provisioned_services, FakeMonitor(no_gpu_snapshot()), start_engine=False)
     async with app.run_test(size=(120, 30)) as pilot:
         await settle(app)
         assert app.active_model == BUILTIN
         assert app.model_status == ""
-        await pilot.press("2")
+        await pilot.press("f2")
         await settle(app)
         table = app.screen.query_one(DataTable)
         assert table.row_count == 1
@@ -114,7 +124,7 @@ async def test_a_failing_provision_is_shown_and_the_app_keeps_working(settings) 
 
     services = open_services(settings.with_changes(default_model="no-such-model"))
     notes: list[str] = []
-    app = SageApp(services, FakeMonitor(no_gpu_snapshot()))
+    app = SageApp(services, FakeMonitor(no_gpu_snapshot()), start_engine=False)
 
     def hook(message) -> None:
         if isinstance(message, Notify):
@@ -124,5 +134,5 @@ async def test_a_failing_provision_is_shown_and_the_app_keeps_working(settings) 
         await settle(app)
         await pilot.pause()
         assert any("unknown built-in model 'no-such-model'" in note for note in notes), notes
-        await pilot.press("2")
+        await pilot.press("f2")
         assert app.current_mode == "models"

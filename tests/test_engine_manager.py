@@ -174,7 +174,7 @@ async def test_bad_requests_are_refused_and_the_chat_keeps_working(
     shutil.rmtree(gone)
     with pytest.raises(ModelError, match=r"the folder of gone \(.*\) no longer exists"):
         await manager.generate(SECRET, GREEDY, model="gone")
-    with pytest.raises(SageError, match="temperature 5.0 is outside 0..2"):
+    with pytest.raises(SageError, match=r"temperature 5.0 is outside 0\.\.2"):
         await manager.generate(FRANCE, Sampling(temperature=5.0))
     assert "Paris" in await (await manager.generate(FRANCE, GREEDY)).text()
 

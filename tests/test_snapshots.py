@@ -30,14 +30,27 @@ def app(services: Services) -> SageApp:
         )
     )
     store.set_setting(ACTIVE_MODEL_KEY, "qwen2.5-7b-instruct")
-    return SageApp(services, FakeMonitor(two_gpu_snapshot()), provision_default=False)
+    return SageApp(
+        services, FakeMonitor(two_gpu_snapshot()), provision_default=False, start_engine=False
+    )
 
 
-@pytest.mark.parametrize("key", ["1", "2", "3"], ids=["finetune", "models", "chat"])
+@pytest.mark.parametrize("key", ["f1", "f2", "f3"], ids=["finetune", "models", "chat"])
 def test_mode(snap_compare, app: SageApp, key: str) -> None:
     async def show(pilot) -> None:
+        pilot.app.engine_state = "ready"
         await pilot.press(key)
         await settle(pilot.app)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=show)
+
+
+def test_chat_while_the_engine_loads(snap_compare, app: SageApp) -> None:
+    async def show(pilot) -> None:
+        await settle(pilot.app)
+        pilot.app.engine_state = "loading"
+        pilot.app.model_status = "loading qwen2.5-7b-instruct (vllm, cuda)"
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=show)

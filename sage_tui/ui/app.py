@@ -19,7 +19,12 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from sage_tui.core.gpu import ResourceMonitor, ResourceSnapshot
 from sage_tui.errors import SageError
 from sage_tui.services import Services
-from sage_tui.ui.messages import ModelProvisioning, ModelsChanged, ResourcesSampled
+from sage_tui.ui.messages import (
+    ModelProvisioning,
+    ModelsChanged,
+    ResourcesSampled,
+    SwitchModelRequested,
+)
 from sage_tui.ui.screens.chat import ChatScreen
 from sage_tui.ui.screens.finetune import FinetuneScreen
 from sage_tui.ui.screens.models import ModelsScreen
@@ -35,9 +40,10 @@ class SageApp(App[None]):
     MODES = {"finetune": FinetuneScreen, "models": ModelsScreen, "chat": ChatScreen}
     DEFAULT_MODE = "chat"
     BINDINGS = [
-        Binding("1", "switch_mode('finetune')", "Finetune", id="mode.finetune"),
-        Binding("2", "switch_mode('models')", "Models", id="mode.models"),
-        Binding("3", "switch_mode('chat')", "Chat", id="mode.chat"),
+        # Digits when no text box has focus; F-keys always (a focused input takes digits).
+        Binding("1,f1", "switch_mode('finetune')", "Finetune", id="mode.finetune"),
+        Binding("2,f2", "switch_mode('models')", "Models", id="mode.models"),
+        Binding("3,f3", "switch_mode('chat')", "Chat", id="mode.chat"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
@@ -47,6 +53,10 @@ class SageApp(App[None]):
     """What is happening to the model right now (provisioning, loading), or ""."""
     resources: reactive[ResourceSnapshot | None] = reactive(None)
     """The latest GPU / CPU / RAM figures."""
+    engine_state: reactive[str] = reactive("idle")
+    """"idle" (no model), "loading", "ready" or "failed"."""
+    engine_error: reactive[str] = reactive("")
+    """Why the engine failed, when it did."""
 
     def __init__(
         self,
@@ -54,11 +64,14 @@ class SageApp(App[None]):
         monitor: ResourceMonitor | None = None,
         *,
         provision_default: bool = True,
+        start_engine: bool = True,
     ) -> None:
         super().__init__()
         self.services = services
-        self.monitor = monitor if monitor is not None else ResourceMonitor()
+        self.monitor = monitor if monitor is not None else services.monitor
         self.provision_default = provision_default
+        self.start_engine = start_engine
+        services.engines.on_status = self._engine_status
 
     def on_mount(self) -> None:
         # After the first frame: provisioning imports torch, and its GIL time would delay it.
@@ -98,6 +111,46 @@ class SageApp(App[None]):
                 self.post_message(ModelProvisioning(""))
         self.call_from_thread(setattr, self, "active_model", registry.active_name)
         self.post_message(ModelsChanged())
+        if self.start_engine and registry.active_name:
+            self.call_from_thread(self.load_engine)
+
+    @work(exclusive=True, exit_on_error=False, group="engine", description="load the engine")
+    async def load_engine(self, name: str | None = None) -> None:
+        """Start the engine for the active model, or switch to `name`."""
+        engines = self.services.engines
+        self.engine_state = "loading"
+        try:
+            if name is None:
+                await engines.ensure_loaded()
+            else:
+                result = await engines.switch_model(name)
+                how = "no reload" if not result.reloaded else f"loaded in {result.seconds:.0f} s"
+                self.notify(f"Chatting with {name} ({how}).", markup=False)
+        except SageError as err:
+            self.engine_error = str(err)
+            # A failed switch rolls back: the engine may still serve the previous model.
+            self.engine_state = "ready" if engines.loaded_base is not None else "failed"
+            self.notify(str(err), title="Model not switched", severity="error", markup=False)
+        else:
+            self.engine_state = "ready"
+        finally:
+            self.active_model = self.services.registry.active_name
+            self.model_status = ""
+            self.post_message(ModelsChanged())
+
+    def _engine_status(self, line: str) -> None:
+        # Called by the engine manager on this event loop.
+        self.model_status = line
+
+    @on(SwitchModelRequested)
+    def _switch_model(self, message: SwitchModelRequested) -> None:
+        self.load_engine(message.name)
+
+    async def action_quit(self) -> None:
+        """Stop the engine (freeing its memory), then exit."""
+        self.model_status = "stopping the engine"
+        await self.services.engines.shutdown()
+        self.exit()
 
     # -- messages ---------------------------------------------------------------------------
 

@@ -33,3 +33,10 @@ class ModelProvisioning(Message):
 @dataclass
 class ModelsChanged(Message, bubble=False):
     """The registry or the active model changed; views of them should reload."""
+
+
+@dataclass
+class SwitchModelRequested(Message):
+    """The user chose a model (base or adapter) to chat with."""
+
+    name: str

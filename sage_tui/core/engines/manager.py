@@ -15,6 +15,7 @@ All methods run on one asyncio event loop (the App's, or `asyncio.run` in the CL
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import itertools
 import time
@@ -94,9 +95,12 @@ class Reply:
         return self._text()
 
     async def _text(self) -> AsyncIterator[str]:
-        async for delta in self._deltas:
-            if delta.text:
-                yield delta.text
+        # aclosing: a consumer that stops early closes the engine stream too (which aborts
+        # the request) instead of leaving it to generate until garbage collection.
+        async with contextlib.aclosing(self._deltas) as deltas:
+            async for delta in deltas:
+                if delta.text:
+                    yield delta.text
 
     async def text(self) -> str:
         """The whole reply (consumes it)."""

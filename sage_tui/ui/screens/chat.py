@@ -1,21 +1,224 @@
-"""The Chat screen: streaming multi-turn chat with the active model."""
+"""The Chat screen: streaming multi-turn chat with the active model, saved as it happens."""
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.widgets import Static
+import asyncio
+from datetime import datetime
 
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Input, Label, ListItem, ListView, Markdown, Static
+
+from sage_tui.core.chat import ChatSession, describe_stats, stats_figures
+from sage_tui.core.engines.base import Sampling
+from sage_tui.core.engines.manager import Reply
+from sage_tui.core.store import ConversationRecord, ConversationStore, MessageRecord
+from sage_tui.errors import SageError
 from sage_tui.ui.screens.base import StudioScreen
+from sage_tui.ui.widgets.chat_message import ChatMessage
 
 
 class ChatScreen(StudioScreen):
-    """Chat with the active model. The transcript and input arrive with the engine issue."""
+    """Chat with the active model; Esc stops a reply, ctrl+n starts a new conversation."""
 
     MODE = "chat"
+    BINDINGS = [
+        Binding("escape", "stop", "Stop reply", id="chat.stop"),
+        Binding("ctrl+n", "new_conversation", "New chat", id="chat.new"),
+        Binding("ctrl+o", "toggle_conversations", "Chats", id="chat.list"),
+        Binding("ctrl+y", "copy_reply", "Copy reply", id="chat.copy"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        services = self.app.services
+        self.session = ChatSession(ConversationStore(services.store), services.engines)
+        self.reply: Reply | None = None
 
     def compose_body(self) -> ComposeResult:
-        yield Static(
-            "[b]Chat[/b]\n\nAsk the active model anything; replies stream in as they are"
-            " generated.\n\n[dim]The chat engine is not built yet in this version.[/dim]",
-            id="chat-intro",
+        with Horizontal(id="chat-layout"):
+            yield ListView(id="chat-conversations")
+            with Vertical(id="chat-main"):
+                with Horizontal(id="chat-settings"):
+                    yield Input(placeholder="system prompt (optional)", id="chat-system")
+                    yield Label("temp", classes="chat-setting-label")
+                    yield Input("0.7", id="chat-temperature", classes="chat-number")
+                    yield Label("top-p", classes="chat-setting-label")
+                    yield Input("0.95", id="chat-top-p", classes="chat-number")
+                    yield Label("max", classes="chat-setting-label")
+                    yield Input("512", id="chat-max-tokens", classes="chat-number")
+                yield VerticalScroll(id="chat-transcript")
+                yield Static("", id="chat-engine")
+                yield Input(placeholder="Ask the model (Enter sends)", id="chat-input")
+
+    def on_mount(self) -> None:
+        self.query_one("#chat-conversations").display = False
+        self.watch(self.app, "engine_state", self._engine_state_changed)
+        self.watch(self.app, "model_status", self._engine_state_changed)
+        self.watch(self.app, "active_model", self._engine_state_changed)
+        self.query_one("#chat-input", Input).focus()
+
+    # -- the engine -------------------------------------------------------------------------
+
+    def _engine_state_changed(self, _: object = None) -> None:
+        app = self.app
+        notice = self.query_one("#chat-engine", Static)
+        prompt = self.query_one("#chat-input", Input)
+        if app.engine_state == "ready":
+            notice.update("")
+            notice.display = False
+            prompt.placeholder = f"Ask {app.active_model} (Enter sends, Esc stops)"
+        else:
+            notice.display = True
+            text = {
+                "loading": f"Loading the engine: {app.model_status or app.active_model}...",
+                "failed": f"The engine could not start: {app.engine_error}",
+                "idle": "No model is active: choose one on the Models screen (2).",
+            }.get(app.engine_state, app.engine_state)
+            notice.update(text)
+            prompt.placeholder = "Waiting for the engine: type now, send when it is ready"
+
+    # -- sending ----------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#chat-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        if self.reply is not None:
+            self.notify("A reply is still streaming: Esc stops it.", severity="warning")
+            return
+        if self.app.engine_state != "ready":
+            self.notify("The engine is not ready yet; your message stays in the box.")
+            return
+        if not event.value.strip():
+            self.notify("The message is empty: type something to send.", severity="warning")
+            return
+        try:
+            sampling = self._sampling()
+        except SageError as err:
+            self.notify(str(err), severity="error", markup=False)
+            return
+        self.session.system_prompt = self.query_one("#chat-system", Input).value.strip()
+        self.send(event.value, sampling)
+
+    def _sampling(self) -> Sampling:
+        def number(widget_id: str, kind: type, label: str) -> float:
+            raw = self.query_one(widget_id, Input).value.strip()
+            try:
+                return kind(raw)
+            except ValueError:
+                raise SageError(f"{label} {raw!r} is not a number") from None
+
+        return Sampling(
+            temperature=number("#chat-temperature", float, "temperature"),
+            top_p=number("#chat-top-p", float, "top-p"),
+            max_tokens=int(number("#chat-max-tokens", int, "max tokens")),
+        ).check()
+
+    @work(exclusive=True, group="chat-reply", exit_on_error=False, description="chat reply")
+    async def send(self, text: str, sampling: Sampling) -> None:
+        """Send `text`, then stream the reply into the transcript."""
+        try:
+            reply = await self.session.send(text, sampling)
+        except SageError as err:
+            self.notify(str(err), title="Not sent", severity="error", markup=False)
+            return
+        self.reply = reply
+        self.query_one("#chat-input", Input).value = ""
+        transcript = self.query_one("#chat-transcript", VerticalScroll)
+        answer = ChatMessage("assistant", author=reply.stats.model)
+        await transcript.mount_all([ChatMessage("user", text.strip()), answer])
+        transcript.scroll_end(animate=False)
+        stream = Markdown.get_stream(answer.body)
+        parts: list[str] = []
+        try:
+            async for piece in reply:
+                parts.append(piece)
+                await stream.write(piece)
+                transcript.scroll_end(animate=False)
+        finally:
+            await stream.stop()
+            self.reply = None
+            answer.text = "".join(parts)
+            answer.show_stats(describe_stats(stats_figures(reply.stats)))
+            await asyncio.to_thread(self.session.finish, answer.text, reply.stats)
+
+    async def action_stop(self) -> None:
+        """Stop the reply being generated (what arrived so far is kept)."""
+        if self.reply is not None:
+            await self.app.services.engines.abort(self.reply.request_id)
+
+    def action_copy_reply(self) -> None:
+        """Copy the last reply to the clipboard (OSC 52 works over SSH)."""
+        replies = self.query(".chat-message.-assistant").results(ChatMessage)
+        last = next(reversed(list(replies)), None)
+        if last is None:
+            self.notify("There is no reply to copy yet.")
+            return
+        self.app.copy_to_clipboard(last.text)
+        self.notify(f"Copied {len(last.text)} characters.")
+
+    # -- conversations ----------------------------------------------------------------------
+
+    async def action_new_conversation(self) -> None:
+        """An empty conversation; the previous one stays saved."""
+        await self.action_stop()
+        self.session.new()
+        await self.query_one("#chat-transcript").remove_children()
+        self.query_one("#chat-input", Input).focus()
+
+    def action_toggle_conversations(self) -> None:
+        """Show or hide the saved conversations."""
+        listing = self.query_one("#chat-conversations", ListView)
+        listing.display = not listing.display
+        if listing.display:
+            self.load_conversations()
+            listing.focus()
+        else:
+            self.query_one("#chat-input", Input).focus()
+
+    @work(thread=True, exclusive=True, group="chat-list", exit_on_error=False, description="chats")
+    def load_conversations(self) -> None:
+        """Read saved conversations off the event loop."""
+        records = self.session.conversations.recent()
+        self.app.call_from_thread(self._fill_conversations, records)
+
+    async def _fill_conversations(self, records: list[ConversationRecord]) -> None:
+        listing = self.query_one("#chat-conversations", ListView)
+        await listing.clear()
+        for record in records:
+            when = datetime.fromtimestamp(record.updated_at).strftime("%m-%d %H:%M")
+            item = ListItem(Label(f"{when}  {record.title or '(untitled)'}"))
+            item.conversation_id = record.id
+            await listing.append(item)
+        listing.index = 0 if records else None
+
+    @on(ListView.Selected, "#chat-conversations")
+    def _conversation_chosen(self, event: ListView.Selected) -> None:
+        self.open_conversation(event.item.conversation_id)
+
+    @work(exclusive=True, group="chat-reply", exit_on_error=False, description="open chat")
+    async def open_conversation(self, conversation_id: int) -> None:
+        """Show a saved conversation and continue it."""
+        await self.action_stop()
+        messages = await asyncio.to_thread(self.session.open, conversation_id)
+        self.query_one("#chat-system", Input).value = self.session.system_prompt
+        await self._show(messages)
+        self.query_one("#chat-conversations").display = False
+        self.query_one("#chat-input", Input).focus()
+
+    async def _show(self, messages: list[MessageRecord]) -> None:
+        transcript = self.query_one("#chat-transcript", VerticalScroll)
+        await transcript.remove_children()
+        await transcript.mount_all(
+            [
+                ChatMessage(
+                    m.role,
+                    m.content,
+                    author=m.model or "",
+                    stats=describe_stats(m.stats) if m.role == "assistant" else "",
+                )
+                for m in messages
+            ]
         )
+        transcript.scroll_end(animate=False)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.widgets import DataTable
 
 from sage_tui.core.store import ModelRecord
-from sage_tui.ui.messages import ModelsChanged
+from sage_tui.ui.messages import ModelsChanged, SwitchModelRequested
 from sage_tui.ui.screens.base import StudioScreen
 
 
 class ModelsScreen(StudioScreen):
-    """A table of registered models."""
+    """A table of registered models; Enter makes the highlighted one the chat's model."""
 
     MODE = "models"
+    BINDINGS = [Binding("enter", "use", "Use for chat", id="models.use")]
 
     def compose_body(self) -> ComposeResult:
         table: DataTable[str] = DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
@@ -53,3 +55,16 @@ class ModelsScreen(StudioScreen):
                 model.path,
                 key=model.name,
             )
+
+    def action_use(self) -> None:
+        """Ask the App to switch the engine to the highlighted model."""
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            self.notify("No models are registered yet.")
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        self.post_message(SwitchModelRequested(key))
+
+    @on(DataTable.RowSelected)
+    def _row_chosen(self, event: DataTable.RowSelected) -> None:
+        self.post_message(SwitchModelRequested(event.row_key.value))

@@ -66,7 +66,9 @@ class StatusBar(Horizontal):
         text = Text("model ", style="bold")
         text.append(app.active_model or "none", style="cyan")
         if app.model_status:
-            text.append(f"  {app.model_status}", style="italic yellow")
+            status = app.model_status
+            status = status if len(status) <= 48 else status[:47] + "…"
+            text.append(f"  {status}", style="italic yellow")
         self.query_one(".status-model", Static).update(text)
 
     def _show_resources(self, snapshot: ResourceSnapshot | None) -> None:

@@ -1,0 +1,88 @@
+"""Chat sessions: the conversation being held, saved to SQLite as it happens.
+
+A session turns what the user types into an engine request (system prompt + history + new
+message) and records both sides with the reply's figures. A message is saved once the engine
+has accepted it, so a refused message stays with the user instead of half in the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from sage_tui.core.engines.base import Message, Sampling
+from sage_tui.core.engines.manager import EngineManager, Reply, ReplyStats
+from sage_tui.core.store import ConversationStore, MessageRecord
+from sage_tui.errors import SageError
+
+
+class ChatSession:
+    """One conversation with the active model (or a named one)."""
+
+    def __init__(self, conversations: ConversationStore, engines: EngineManager) -> None:
+        self.conversations = conversations
+        self.engines = engines
+        self.conversation_id: int | None = None
+        self.system_prompt = ""
+        self.history: list[Message] = []
+
+    def new(self) -> None:
+        """Start an empty conversation (saved when its first message is sent)."""
+        self.conversation_id = None
+        self.history = []
+
+    def open(self, conversation_id: int) -> list[MessageRecord]:
+        """Continue a saved conversation; returns its messages."""
+        record = self.conversations.get(conversation_id)
+        if record is None:
+            raise SageError(f"conversation {conversation_id} does not exist")
+        messages = self.conversations.messages(conversation_id)
+        self.conversation_id = conversation_id
+        self.system_prompt = record.system_prompt
+        self.history = [{"role": m.role, "content": m.content} for m in messages]
+        return messages
+
+    def request_messages(self, text: str) -> list[Message]:
+        """What the engine is sent for a new user message `text`."""
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [*system, *self.history, {"role": "user", "content": text}]
+
+    async def send(self, text: str, sampling: Sampling, model: str | None = None) -> Reply:
+        """Start a reply to `text`; the user message is saved once the engine accepts it."""
+        text = text.strip()
+        reply = await self.engines.generate(self.request_messages(text), sampling, model=model)
+        if self.conversation_id is None:
+            self.conversation_id = self.conversations.create(
+                model=reply.stats.model, system_prompt=self.system_prompt
+            )
+        self.conversations.add_message(self.conversation_id, "user", text)
+        self.history.append({"role": "user", "content": text})
+        return reply
+
+    def finish(self, text: str, stats: ReplyStats) -> None:
+        """Save a reply (complete or stopped part-way) with its figures."""
+        if self.conversation_id is None:
+            return
+        self.conversations.add_message(
+            self.conversation_id, "assistant", text, model=stats.model, stats=stats_figures(stats)
+        )
+        self.history.append({"role": "assistant", "content": text})
+
+
+def stats_figures(stats: ReplyStats) -> dict:
+    """A reply's figures as saved with the message."""
+    return {**asdict(stats), "tokens_per_second": stats.tokens_per_second}
+
+
+def describe_stats(figures: dict) -> str:
+    """The line under a reply: model, time to first token, speed, and how it ended."""
+    parts = [str(figures.get("model", ""))]
+    if figures.get("time_to_first_token") is not None:
+        parts.append(f"first token {figures['time_to_first_token']:.2f} s")
+    parts.append(f"{figures.get('tokens_per_second', 0):.1f} tokens/s")
+    parts.append(f"{figures.get('completion_tokens', 0)} tokens")
+    ending = {"abort": "stopped", "length": "hit max tokens"}.get(figures.get("finish_reason"))
+    if ending:
+        parts.append(ending)
+    if figures.get("trimmed_messages"):
+        parts.append(f"{figures['trimmed_messages']} oldest messages left out to fit")
+    return " · ".join(parts)

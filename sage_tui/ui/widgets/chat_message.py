@@ -1,0 +1,34 @@
+"""One message in the chat transcript: who said it, the text as Markdown, and reply figures."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Markdown, Static
+
+
+class ChatMessage(Vertical):
+    """A user message or a model reply. Replies stream into `body` through a MarkdownStream,
+    which appends without re-rendering the whole transcript for every token."""
+
+    def __init__(self, role: str, text: str = "", author: str = "", stats: str = "") -> None:
+        super().__init__(classes=f"chat-message -{role}")
+        self.role = role
+        self.text = text
+        self.author = author or ("you" if role == "user" else role)
+        self.stats = stats
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.author, classes="chat-author")
+        yield Markdown(self.text, classes="chat-body")
+        yield Static(self.stats, classes="chat-stats")
+
+    @property
+    def body(self) -> Markdown:
+        """The Markdown widget holding the text."""
+        return self.query_one(".chat-body", Markdown)
+
+    def show_stats(self, line: str) -> None:
+        """Put the figures line under the message."""
+        self.stats = line
+        self.query_one(".chat-stats", Static).update(line)
