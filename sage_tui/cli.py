@@ -124,10 +124,14 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     from sage_tui.terminal import engine_output_to
 
     sampling = Sampling(args.temperature, args.top_p, args.max_tokens).check()
+    if not args.prompt.strip():
+        raise SageError("the prompt is empty: ask something")
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": args.prompt})
     services = open_services(settings)
-    if services.registry.active_name is None and args.model is None:
+    if args.model is not None:
+        services.registry.get(args.model)  # an unknown name fails before the engine starts
+    elif services.registry.active_name is None:
         services.registry.pull(settings.default_model, progress=_say)
 
     async def answer(out: TextIO, err: TextIO) -> None:

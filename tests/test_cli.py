@@ -94,3 +94,45 @@ def test_doctor_fails_on_a_corrupt_database(capsys, settings) -> None:
     code, out, _ = run(capsys, "--home", str(settings.home), "doctor")
     assert code == 1
     assert "[FAIL] database" in out
+
+
+@pytest.mark.slow
+def test_ask_prints_the_answer_alone_on_stdout(provisioned_services: Services) -> None:
+    """The real command in a child process, on real vLLM: stdout carries the answer only."""
+    import subprocess
+    import sys
+
+    home = str(provisioned_services.settings.home)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sage_tui",
+            "--home",
+            home,
+            "ask",
+            "What is the capital of France?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "24",
+            "--stats",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Paris" in done.stdout
+    assert len(done.stdout.strip().splitlines()) == 1  # no engine logs mixed in
+    assert "tokens/s" in done.stderr
+    assert (provisioned_services.settings.paths.engine_log).stat().st_size > 0
+
+
+def test_ask_refuses_an_empty_prompt_and_an_unknown_model(capsys, settings) -> None:
+    code, out, err = run(capsys, "--home", str(settings.home), "ask", "  ")
+    assert code == 2 and out == ""
+    assert "the prompt is empty" in one_line_error(err)
+    code, out, err = run(capsys, "--home", str(settings.home), "ask", "Hi", "--model", "nope")
+    assert code == 2 and out == ""
+    assert "no model named 'nope' is registered" in one_line_error(err)

@@ -104,13 +104,25 @@ async def test_active_model_is_persisted_for_other_processes(
 
 
 async def test_switching_base_model_and_back_reloads(manager: EngineManager) -> None:
+    """Two switches asked for at once run one after the other; a reply streaming from the
+    engine being replaced ends cleanly as aborted."""
     await manager.ensure_loaded()
     loads = manager.loads
-    result = await manager.switch_model("smol-twin")
-    assert result.reloaded and manager.loaded_base.name == "smol-twin"
+    story = [{"role": "user", "content": "Tell me a very long story about a lighthouse."}]
+    reply = await manager.generate(story, Sampling(temperature=0.0, max_tokens=400))
+    streaming = asyncio.create_task(reply.text())
+    await asyncio.sleep(0.3)
+    to_twin, back = await asyncio.gather(
+        manager.switch_model("smol-twin"), manager.switch_model(BUILTIN)
+    )
+    await asyncio.wait_for(streaming, 30)
+    assert reply.stats.finish_reason == "abort"
+    assert to_twin.reloaded and back.reloaded and manager.loads == loads + 2
+    assert manager.loaded_base.name == BUILTIN
+    await manager.switch_model("smol-twin")
     assert "Paris" in await (await manager.generate(FRANCE, GREEDY)).text()
-    back = await manager.switch_model(BUILTIN)
-    assert back.reloaded and manager.loads == loads + 2
+    await manager.switch_model(BUILTIN)
+    assert manager.loads == loads + 4
 
 
 async def test_failed_load_rolls_back_to_the_previous_model(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord
@@ -49,6 +51,7 @@ def test_mode(snap_compare, app: SageApp, key: str) -> None:
 def test_chat_while_the_engine_loads(snap_compare, app: SageApp) -> None:
     async def show(pilot) -> None:
         await settle(pilot.app)
+        pilot.app.engine_loading_since = time.monotonic() - 12.2
         pilot.app.engine_state = "loading"
         pilot.app.model_status = "loading qwen2.5-7b-instruct (vllm, cuda)"
         await pilot.pause()

@@ -7,6 +7,7 @@ composition root (`cli.py`); tests hand in their own.
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -71,6 +72,8 @@ class SageApp(App[None]):
         self.monitor = monitor if monitor is not None else services.monitor
         self.provision_default = provision_default
         self.start_engine = start_engine
+        self.engine_loading_since = 0.0
+        """When the current engine load began (time.monotonic)."""
         services.engines.on_status = self._engine_status
 
     def on_mount(self) -> None:
@@ -118,6 +121,7 @@ class SageApp(App[None]):
     async def load_engine(self, name: str | None = None) -> None:
         """Start the engine for the active model, or switch to `name`."""
         engines = self.services.engines
+        self.engine_loading_since = time.monotonic()
         self.engine_state = "loading"
         try:
             if name is None:

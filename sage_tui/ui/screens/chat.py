@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 
 from textual import on, work
@@ -59,8 +60,14 @@ class ChatScreen(StudioScreen):
         self.watch(self.app, "model_status", self._engine_state_changed)
         self.watch(self.app, "active_model", self._engine_state_changed)
         self.query_one("#chat-input", Input).focus()
+        # Loading takes 15 s or more: a ticking clock shows it is alive.
+        self.set_interval(1.0, self._tick)
 
     # -- the engine -------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self.app.engine_state == "loading":
+            self._engine_state_changed()
 
     def _engine_state_changed(self, _: object = None) -> None:
         app = self.app
@@ -72,10 +79,12 @@ class ChatScreen(StudioScreen):
             prompt.placeholder = f"Ask {app.active_model} (Enter sends, Esc stops)"
         else:
             notice.display = True
+            elapsed = time.monotonic() - app.engine_loading_since
             text = {
-                "loading": f"Loading the engine: {app.model_status or app.active_model}...",
+                "loading": f"Loading the engine ({elapsed:.0f} s):"
+                f" {app.model_status or app.active_model}",
                 "failed": f"The engine could not start: {app.engine_error}",
-                "idle": "No model is active: choose one on the Models screen (2).",
+                "idle": "No model is active: choose one on the Models screen (F2).",
             }.get(app.engine_state, app.engine_state)
             notice.update(text)
             prompt.placeholder = "Waiting for the engine: type now, send when it is ready"
