@@ -14,6 +14,7 @@ from typing import TextIO
 
 from sage_tui import __version__
 from sage_tui.config import ENGINES, Settings
+from sage_tui.core.engines.base import Sampling
 from sage_tui.errors import SageError
 
 
@@ -45,9 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("prompt")
     ask.add_argument("--model", help="a registered model or adapter (default: the active one)")
     ask.add_argument("--system", default="", help="system prompt")
-    ask.add_argument("--max-tokens", type=int, default=512)
-    ask.add_argument("--temperature", type=float, default=0.7)
-    ask.add_argument("--top-p", type=float, default=0.95)
+    defaults = Sampling()
+    ask.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
+    ask.add_argument("--temperature", type=float, default=defaults.temperature)
+    ask.add_argument("--top-p", type=float, default=defaults.top_p)
     ask.add_argument("--stats", action="store_true", help="print time to first token, tokens/s")
     return parser
 
@@ -119,7 +121,6 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
 def _ask(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
-    from sage_tui.core.engines.base import Sampling
     from sage_tui.services import open_services
     from sage_tui.terminal import engine_output_to
 

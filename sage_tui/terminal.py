@@ -20,9 +20,10 @@ from typing import TextIO
 def engine_output_to(log_path: Path) -> Iterator[tuple[TextIO, TextIO]]:
     """Send fds 1 and 2 (this process's and its children's) to `log_path`.
 
-    Yields (stdout, stderr) files on the original descriptors. `sys.__stderr__` and
-    `sys.stderr` point at the yielded stderr meanwhile, since Textual draws on `sys.__stderr__`.
-    Everything is restored on exit.
+    Yields (stdout, stderr) files on the original descriptors. Meanwhile `sys.__stderr__` and
+    `sys.stderr` point at the yielded stderr (Textual draws on `sys.__stderr__`) and
+    `sys.__stdout__` at the yielded stdout (the terminal size is read from it). Everything is
+    restored on exit.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
@@ -30,17 +31,18 @@ def engine_output_to(log_path: Path) -> Iterator[tuple[TextIO, TextIO]]:
     saved = os.dup(1), os.dup(2)
     out = os.fdopen(os.dup(saved[0]), "w", encoding="utf-8", errors="replace")
     err = os.fdopen(os.dup(saved[1]), "w", encoding="utf-8", errors="replace")
-    previous = sys.__stderr__, sys.stderr
+    previous = sys.__stdout__, sys.__stderr__, sys.stderr
     with open(log_path, "a", encoding="utf-8") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+        sys.__stdout__ = out
         sys.__stderr__ = sys.stderr = err
         try:
             yield out, err
         finally:
             for stream in (out, err):
                 stream.flush()
-            sys.__stderr__, sys.stderr = previous
+            sys.__stdout__, sys.__stderr__, sys.stderr = previous
             for fd, original in zip((1, 2), saved, strict=True):
                 os.dup2(original, fd)
                 os.close(original)

@@ -45,11 +45,16 @@ class ChatScreen(StudioScreen):
                 with Horizontal(id="chat-settings"):
                     yield Input(placeholder="system prompt (optional)", id="chat-system")
                     yield Label("temp", classes="chat-setting-label")
-                    yield Input("0.7", id="chat-temperature", classes="chat-number")
+                    defaults = Sampling()
+                    yield Input(
+                        str(defaults.temperature), id="chat-temperature", classes="chat-number"
+                    )
                     yield Label("top-p", classes="chat-setting-label")
-                    yield Input("0.95", id="chat-top-p", classes="chat-number")
+                    yield Input(str(defaults.top_p), id="chat-top-p", classes="chat-number")
                     yield Label("max", classes="chat-setting-label")
-                    yield Input("512", id="chat-max-tokens", classes="chat-number")
+                    yield Input(
+                        str(defaults.max_tokens), id="chat-max-tokens", classes="chat-number"
+                    )
                 yield VerticalScroll(id="chat-transcript")
                 yield Static("", id="chat-engine")
                 yield Input(placeholder="Ask the model (Enter sends)", id="chat-input")
