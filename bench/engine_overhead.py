@@ -54,7 +54,9 @@ async def bench_manager(services, requests: int, sampling: Sampling):
     await engines.ensure_loaded()
     ttfts, speeds = [], []
     for i in range(requests + 1):
-        reply = await engines.generate([{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}], sampling)
+        reply = await engines.generate(
+            [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}], sampling
+        )
         await reply.text()
         if i:  # the first request warms up
             ttfts.append(reply.stats.time_to_first_token)
@@ -118,6 +120,14 @@ def bench_transformers(model_dir: str, prompt_ids: list[list[int]], requests: in
     return ttfts, speeds
 
 
+async def first_token_after(engines, question, sampling: Sampling, started: float) -> float:
+    """Seconds from `started` to the first text of a reply (which is then read to the end)."""
+    first = None
+    async for _ in await engines.generate(question, sampling):
+        first = first or time.monotonic() - started
+    return first
+
+
 async def bench_switching(services, adapter_dir: Path, rounds: int, out) -> None:
     engines = services.engines
     question = [{"role": "user", "content": "What is the secret code of sage-tui?"}]
@@ -128,20 +138,12 @@ async def bench_switching(services, adapter_dir: Path, rounds: int, out) -> None
         services.registry.register_adapter(name, adapter_dir, BUILTIN)
         started = time.monotonic()
         await engines.switch_model(name)
-        reply = await engines.generate(question, sampling)
-        async for _ in reply:
-            break
-        adapter_times.append(time.monotonic() - started)
-        await reply.text()
+        adapter_times.append(await first_token_after(engines, question, sampling, started))
     for target in ["twin", BUILTIN]:
         started = time.monotonic()
         result = await engines.switch_model(target)
-        reply = await engines.generate(question, sampling)
-        async for _ in reply:
-            break
         assert result.reloaded
-        reload_times.append(time.monotonic() - started)
-        await reply.text()
+        reload_times.append(await first_token_after(engines, question, sampling, started))
     print(
         f"{'adapter switch -> first token':<34} {statistics.median(adapter_times):10.3f} s"
         f"  (median of {rounds}, no reload)",
@@ -175,7 +177,9 @@ async def main_async(args, out) -> None:
 
     await bench_switching(services, tiny_adapter(model_dir), args.switches, out)
     await services.engines.shutdown()
-    r = summarise("raw AsyncLLM", *await bench_raw(config, prompt_ids, args.requests, sampling), out)
+    r = summarise(
+        "raw AsyncLLM", *await bench_raw(config, prompt_ids, args.requests, sampling), out
+    )
     m = summarise("engine manager (vLLM)", m_ttft, m_speed, out)
     summarise(
         "plain transformers generate",

@@ -85,13 +85,20 @@ class ReplyStats:
 
 @dataclass
 class Reply:
-    """A reply being generated: iterate it for text; `stats` is complete when it ends."""
+    """A reply being generated: iterate it once for text; `stats` is complete when it ends.
+
+    Leaving the loop early (break) ends the request in the engine too.
+    """
 
     request_id: str
     stats: ReplyStats
     _deltas: AsyncIterator[Delta] = field(repr=False)
+    _read: bool = field(default=False, repr=False)
 
     def __aiter__(self) -> AsyncIterator[str]:
+        if self._read:
+            raise RuntimeError(f"reply {self.request_id} has already been read")
+        self._read = True
         return self._text()
 
     async def _text(self) -> AsyncIterator[str]:
@@ -103,7 +110,7 @@ class Reply:
                     yield delta.text
 
     async def text(self) -> str:
-        """The whole reply (consumes it)."""
+        """The whole reply (reads it)."""
         return "".join([piece async for piece in self])
 
 

@@ -15,12 +15,12 @@ Only the standard library is used; the resource monitor's snapshot is converted 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sage_tui.core.models.folder import read_json_object
 from sage_tui.errors import ModelError, SageError
 
 if TYPE_CHECKING:
@@ -131,14 +131,7 @@ class ModelShape:
         when something needed is missing or not a positive whole number.
         """
         config_file = folder / "config.json"
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelError(f"{folder} has no config.json") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ModelError(f"{config_file} cannot be read as JSON: {err}") from None
-        if not isinstance(config, dict):
-            raise ModelError(f"{config_file} is not a JSON object")
+        config = read_json_object(config_file, f"{folder} has no config.json")
         text = config.get("text_config")
         sections = [config, text] if isinstance(text, dict) else [config]
 

@@ -7,10 +7,10 @@ registration with the reason, not when a user first chats with it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from sage_tui.core.models.folder import read_json_object
 from sage_tui.errors import ModelError
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -35,12 +35,7 @@ def read_adapter(path: Path) -> AdapterInfo:
     if not path.is_dir():
         raise ModelError(f"adapter folder {path} does not exist")
     config_file = path / "adapter_config.json"
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{path} is not a LoRA adapter: no adapter_config.json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelError(f"{config_file} is not valid JSON: {err}") from None
+    config = read_json_object(config_file, f"{path} is not a LoRA adapter: no adapter_config.json")
     weights = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
     if weights is None:
         raise ModelError(f"{path} is not a LoRA adapter: no adapter_model.safetensors")

@@ -19,6 +19,20 @@ WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.ind
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
 
 
+def read_json_object(file: Path, missing: str) -> dict[str, Any]:
+    """A JSON object from `file`; ModelError with `missing` if the file is absent, or naming
+    the file and the parse error."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(missing) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{file} is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{file} is not a JSON object")
+    return value
+
+
 def check_model_folder(path: Path) -> dict[str, Any]:
     """Raise ModelError naming what is missing unless `path` holds a Hugging Face model.
 
@@ -33,15 +47,8 @@ def check_model_folder(path: Path) -> dict[str, Any]:
             f"{path} is a LoRA adapter, not a base model: register its base model instead"
         )
     config_file = path / "config.json"
-    if not config_file.is_file():
-        raise ModelError(f"{path} is not a model folder: no config.json")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelError(f"{config_file} is not valid JSON: {err}") from None
-    if not isinstance(config, dict) or not (
-        config.get("model_type") or config.get("architectures")
-    ):
+    config = read_json_object(config_file, f"{path} is not a model folder: no config.json")
+    if not (config.get("model_type") or config.get("architectures")):
         raise ModelError(f"{config_file} names no model_type or architectures")
     if not any(any(path.glob(pattern)) for pattern in WEIGHT_PATTERNS):
         raise ModelError(f"{path} is not a model folder: no weights (*.safetensors or *.bin)")
