@@ -401,7 +401,11 @@ def detect_format(rows: Sequence[object], *, source: str = "dataset") -> Format:
     """
     objects = [row for row in rows if isinstance(row, dict)][:_DETECT_ROWS]
     votes = Counter(_votes(row) for row in objects)
-    ranked = [(fmt, n) for fmt, n in votes.most_common() if fmt is not None]
+    order = list(Format)
+    ranked = sorted(
+        ((fmt, n) for fmt, n in votes.items() if fmt is not None),
+        key=lambda item: (-item[1], order.index(item[0])),
+    )
     if ranked and ranked[0][1] * 2 > len(objects):
         return ranked[0][0]
     understood = "; ".join(f"{fmt.value} ({keys})" for fmt, keys in _SHOWN_KEYS.items())
@@ -456,8 +460,9 @@ def _turns(row: Mapping[str, Any], key: str, roles: Mapping[str, str], noun: str
         role = roles.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             expected = ", ".join(roles)
+            label = "role" if role_key == "role" else "'from' value"
             raise InvalidRow(
-                f"{noun} {number} has unknown {role_key} {_show(raw_role)} (expected {expected})"
+                f"{noun} {number} has unknown {label} {_show(raw_role)} (expected {expected})"
             )
         if not isinstance(content, str):
             raise InvalidRow(
@@ -803,7 +808,8 @@ def render_histogram(
         length = round(count / peak * width)
         if count and not length:
             length = 1  # a non-empty bucket stays visible
-        lines.append(f"{low:>{digits}}-{high:<{digits}} {bar * length} {count}".rstrip())
+        drawn = f"{bar * length} " if length else ""
+        lines.append(f"{low:>{digits}}-{high:<{digits}} {drawn}{count}")
     return "\n".join(lines)
 
 

@@ -6,7 +6,7 @@ section's heading path ("Fine-tuning > Presets" asks "What does the sage-tui doc
 about presets in fine-tuning?") and whose answer is the section text, code fences kept.
 
 The product named in the questions is the H1 of the folder's `index.md` or `README.md` (else
-the folder's name); each file's own H1 is its topic.
+questions just say "the documentation"); each file's own H1 is its topic.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _phrase(title: str) -> str:
     title = _LINK.sub(r"\1", title).replace("`", "").rstrip(":.").strip()
     first = title.split(" ", 1)[0]
     # Lower-case an ordinary capitalised word only; names like SmolLM2 or F1 keep their case.
-    if first[:1].isupper() and first[1:] == first[1:].lower() and first[1:].isalpha():
+    if first[:1].isupper() and first[1:].replace("-", "").isalpha() and first[1:].islower():
         return title[:1].lower() + title[1:]
     return title
 
@@ -108,16 +108,17 @@ def _question(path: tuple[str, ...], product: str) -> str:
     if leaf.endswith("?"):
         return leaf  # the heading already asks it
     parents = list(path[:-1])
-    if parents and parents[0].casefold() == product.casefold():
+    if product and parents and parents[0].casefold() == product.casefold():
         parents = parents[1:]  # "in sage-tui" adds nothing to a question about sage-tui
-    if not parents and leaf.casefold() == product.casefold():
+    if product and not parents and leaf.casefold() == product.casefold():
         return f"What is {product}?"
     about = _phrase(leaf)
     if len(parents) > 1:
         about += f" under {_phrase(parents[-1])}"
     if parents:
         about += f" in {_phrase(parents[0])}"
-    return f"What does the {product} documentation say about {about}?"
+    docs = f"the {product} documentation" if product else "the documentation"
+    return f"What does {docs} say about {about}?"
 
 
 def _markdown_files(folder: Path) -> list[Path]:
@@ -145,12 +146,13 @@ def _read(path: Path) -> str:
 
 
 def _product(folder: Path, files: list[Path]) -> str:
+    """The H1 of the folder's index.md or README.md; "" (plain "the documentation") if none."""
     for path in files:
         if path.parent == folder and path.name.lower() in _INDEX_NAMES:
             title = _h1(_read(path))
             if title:
                 return title
-    return folder.resolve().name
+    return ""
 
 
 def docs_to_examples(
@@ -167,7 +169,7 @@ def docs_to_examples(
     examples: list[Example] = []
     for path in files:
         topic = path.stem.replace("-", " ").replace("_", " ")
-        if path.name.lower() in _INDEX_NAMES:
+        if path.name.lower() in _INDEX_NAMES and name:
             topic = name
         for section in _sections(_read(path), topic):
             if len(section.body) < MIN_BODY_CHARS:
