@@ -1,0 +1,1 @@
+"""Fine-tuning: job specs and presets, the runner (a child process), the supervisor."""

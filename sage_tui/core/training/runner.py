@@ -1,0 +1,249 @@
+"""The training process: `python -m sage_tui.core.training.runner JOB_DIR [--resume]`.
+
+Runs TRL's `SFTTrainer` with a PEFT LoRA adapter on the job's spec (`JOB_DIR/spec.json`) and
+reports through `JOB_DIR/events.jsonl`. It is started in its own session by the supervisor, so
+it keeps running when the TUI exits or the SSH connection drops.
+
+Exit codes: 0 finished (adapter saved, `finished` event); 3 stopped on request (a `STOP` file
+in the job folder, or SIGTERM) after a final checkpoint (`stopped` event); 1 failed (`failed`
+event with the reason and a suggestion). The adapter is written to a temporary folder and moved
+into place only when complete, so a full disk never leaves a half-written adapter behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from sage_tui.core.training.events import EventWriter
+from sage_tui.core.training.spec import JobSpec
+
+STOP_FILE = "STOP"
+CHECKPOINTS = "checkpoints"
+EXIT_FINISHED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
+
+
+def last_checkpoint(job_dir: Path) -> Path | None:
+    """The newest `checkpoints/checkpoint-N` folder with files in it."""
+    found = []
+    for folder in (job_dir / CHECKPOINTS).glob("checkpoint-*"):
+        suffix = folder.name.rsplit("-", 1)[-1]
+        if suffix.isdigit() and folder.is_dir() and any(folder.iterdir()):
+            found.append((int(suffix), folder))
+    return max(found)[1] if found else None
+
+
+def load_examples(spec: JobSpec) -> tuple[list[dict], list[dict]]:
+    """Training and evaluation rows for TRL: {"messages": [...]} or {"text": ...}."""
+    from sage_tui.core.datasets import load_dataset_file, split
+
+    loaded = load_dataset_file(
+        Path(spec.dataset), fmt=spec.dataset_format, skip_invalid=spec.skip_invalid
+    )
+    train, evaluation = split(loaded.examples, spec.eval_fraction, seed=spec.seed)
+
+    def rows(examples: list) -> list[dict]:
+        if loaded.is_text:
+            return [{"text": e.text} for e in examples]
+        return [{"messages": e.messages} for e in examples]
+
+    return rows(train), rows(evaluation)
+
+
+def make_reporter(events: EventWriter, job_dir: Path, resumed_from: str | None) -> Any:
+    """A TrainerCallback that writes events and honours stop requests (the class is built
+    here because transformers is imported only in the child)."""
+    from transformers import TrainerCallback
+
+    class Reporter(TrainerCallback):
+        def __init__(self) -> None:
+            self.stop_requested = False
+            self.started = time.monotonic()
+            self.first_step: int | None = None
+            self.last: tuple[float, float] | None = None  # (time, tokens seen)
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            events.write("started", total_steps=state.max_steps, resumed_from=resumed_from)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "eval_loss" in logs:
+                events.write("eval", step=state.global_step, eval_loss=logs["eval_loss"])
+            if "loss" not in logs:
+                return
+            now = time.monotonic()
+            if self.first_step is None:
+                self.first_step, self.started = state.global_step, now
+            tokens = float(logs.get("num_tokens", 0) or 0)
+            speed = None
+            if self.last is not None and tokens > self.last[1] and now > self.last[0]:
+                speed = (tokens - self.last[1]) / (now - self.last[0])
+            self.last = (now, tokens)
+            done = state.global_step - self.first_step
+            eta = None
+            if done > 0:
+                eta = (now - self.started) / done * (state.max_steps - state.global_step)
+            events.write(
+                "step",
+                step=state.global_step,
+                total_steps=state.max_steps,
+                epoch=round(state.epoch or 0.0, 3),
+                loss=logs["loss"],
+                learning_rate=logs.get("learning_rate"),
+                tokens_per_second=speed,
+                eta_seconds=eta,
+            )
+
+        def on_save(self, args, state, control, **kwargs):
+            path = job_dir / CHECKPOINTS / f"checkpoint-{state.global_step}"
+            events.write("checkpoint", step=state.global_step, path=str(path))
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.stop_requested or (job_dir / STOP_FILE).exists():
+                self.stop_requested = True
+                control.should_training_stop = True
+                control.should_save = True
+
+    return Reporter()
+
+
+def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
+    """Run the job; returns the exit code."""
+    spec = JobSpec.from_file(job_dir / "spec.json").check()
+    train_rows, eval_rows = load_examples(spec)
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    cuda = torch.cuda.is_available()
+    checkpoint = last_checkpoint(job_dir) if resume else None
+    if resume and checkpoint is None:
+        raise RuntimeError(f"nothing to resume: {job_dir / CHECKPOINTS} holds no checkpoint")
+    tokenizer = AutoTokenizer.from_pretrained(spec.base_path)
+    config = SFTConfig(
+        output_dir=str(job_dir / CHECKPOINTS),
+        per_device_train_batch_size=spec.batch_size,
+        per_device_eval_batch_size=spec.batch_size,
+        gradient_accumulation_steps=spec.grad_accum,
+        learning_rate=spec.learning_rate,
+        num_train_epochs=spec.epochs,
+        max_steps=spec.max_steps,
+        lr_scheduler_type=spec.lr_scheduler,
+        warmup_steps=spec.warmup_ratio,  # transformers 5: a float below 1 is a ratio
+        max_length=spec.max_length,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=spec.save_steps,
+        save_total_limit=3,
+        eval_strategy="steps" if eval_rows else "no",
+        eval_steps=spec.save_steps,
+        seed=spec.seed,
+        report_to=[],
+        use_cpu=not cuda,
+        # Recomputing activations saves GPU memory but only costs time on a CPU.
+        gradient_checkpointing=cuda,
+        **spec.extra,
+    )
+    lora = LoraConfig(
+        r=spec.lora_r,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=spec.lora_dropout,
+        target_modules=spec.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    reporter = make_reporter(events, job_dir, str(checkpoint) if checkpoint else None)
+
+    def on_sigterm(signum, frame) -> None:
+        reporter.stop_requested = True
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    trainer = SFTTrainer(
+        model=spec.base_path,
+        args=config,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[reporter],
+    )
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if reporter.stop_requested:
+        saved = last_checkpoint(job_dir)
+        events.write("stopped", step=trainer.state.global_step, checkpoint=str(saved or ""))
+        return EXIT_STOPPED
+    metrics = dict(result.metrics)
+    _save_final(trainer, config, spec, metrics, job_dir)
+    events.write("finished", output_dir=str(job_dir), metrics=metrics)
+    return EXIT_FINISHED
+
+
+def _save_final(trainer, config, spec: JobSpec, metrics: dict, job_dir: Path) -> None:
+    """Write the adapter, tokenizer, training_args.json and metrics.json, all or nothing."""
+    staging = job_dir / ".final.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        trainer.save_model(str(staging))
+        (staging / "training_args.json").write_text(
+            json.dumps(config.to_dict(), indent=2, default=str), encoding="utf-8"
+        )
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        # Pickled training args: never read back (JSON above is the record).
+        (staging / "training_args.bin").unlink(missing_ok=True)
+        for item in staging.iterdir():
+            os.replace(item, job_dir / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def describe_failure(err: BaseException, job_dir: Path) -> tuple[str, str]:
+    """(reason, suggestion) for a failed job, in words a user can act on."""
+    text = f"{type(err).__name__}: {err}".strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    try:
+        spec = JobSpec.from_file(job_dir / "spec.json")
+    except Exception:  # the spec itself may be what failed
+        spec = None
+    lowered = text.lower()
+    if "out of memory" in lowered or type(err).__name__ == "OutOfMemoryError":
+        now = f" (now {spec.batch_size} and {spec.max_length})" if spec else ""
+        return first, f"lower the batch size or the max length{now}, or free GPU memory"
+    if isinstance(err, OSError) and getattr(err, "errno", None) == 28:
+        return first, f"free disk space under {job_dir.parent}, then resume the job"
+    if type(err).__name__ in ("DatasetError", "SpecError"):
+        return first, "fix the dataset or the settings, then start a new job"
+    return first, f"see {job_dir / 'train.log'} for the full error"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the training child process."""
+    parser = argparse.ArgumentParser(prog="python -m sage_tui.core.training.runner")
+    parser.add_argument("job_dir", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    job_dir = args.job_dir.absolute()
+    events = EventWriter(job_dir)
+    try:
+        return train(job_dir, args.resume, events)
+    except BaseException as err:  # every way out must leave a `failed` event behind
+        traceback.print_exc()
+        reason, suggestion = describe_failure(err, job_dir)
+        events.write("failed", reason=reason, suggestion=suggestion)
+        return EXIT_FAILED
+    finally:
+        events.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""What a fine-tuning job is asked to do, with presets sized from the hardware.
+
+A spec is plain data, saved as `spec.json` in the job's folder; the runner reads it from
+there, so a job can be resumed or inspected without the process that started it. Every value
+is checked before a job starts, and adapters stay servable by vLLM: plain LoRA (no DoRA, no
+`modules_to_save`, bias "none") with a rank vLLM accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sage_tui.core.engines.plan import VLLM_LORA_RANKS
+from sage_tui.errors import SageError
+
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class SpecError(SageError):
+    """A hyperparameter or name out of range."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a LoRA fine-tuning job needs. Defaults follow the peers (LoRA on all linear
+    layers, as Unsloth and LLaMA-Factory do), which teaches facts far better than q/k/v/o."""
+
+    task_id: str
+    base_model: str
+    """Registered name of the base model."""
+    base_path: str
+    dataset: str
+    """Path of the dataset file."""
+    dataset_format: str | None = None
+    """None: detected from the rows."""
+    skip_invalid: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+    learning_rate: float = 2e-4
+    epochs: float = 3.0
+    max_steps: int = -1
+    """Positive: stop after this many optimiser steps (overrides epochs)."""
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 1024
+    eval_fraction: float = 0.0
+    seed: int = 42
+    save_steps: int = 50
+    """Checkpoint interval in optimiser steps."""
+    warmup_ratio: float = 0.0
+    lr_scheduler: str = "constant"
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further SFTConfig arguments, for experts (e.g. {"use_liger_kernel": true} on GPUs)."""
+
+    def check(self) -> JobSpec:
+        """Raise SpecError naming the first value out of range; return self."""
+        problems = spec_problems(self)
+        if problems:
+            raise SpecError("; ".join(problems))
+        return self
+
+    def to_json(self) -> str:
+        """The spec as written to spec.json."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_file(cls, path: Path) -> JobSpec:
+        """Read spec.json; unknown keys (from a newer version) are refused by name."""
+        data = json.loads(path.read_text(encoding="utf-8"))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"{path}: unknown settings {', '.join(unknown)}")
+        return cls(**data)
+
+    def with_changes(self, **changes: Any) -> JobSpec:
+        """A copy with some values changed."""
+        return replace(self, **changes)
+
+
+def spec_problems(spec: JobSpec) -> list[str]:
+    """Every value out of range, in words."""
+    problems = []
+    if not TASK_ID_RE.match(spec.task_id):
+        problems.append(
+            f"task id {spec.task_id!r} must be letters, digits, '.', '_' or '-' (at most 64)"
+        )
+    if spec.lora_r not in VLLM_LORA_RANKS:
+        ranks = ", ".join(map(str, VLLM_LORA_RANKS))
+        problems.append(f"LoRA rank {spec.lora_r} is not one vLLM serves ({ranks})")
+    checks = [
+        (spec.lora_alpha > 0, f"LoRA alpha {spec.lora_alpha} must be positive"),
+        (0 <= spec.lora_dropout < 1, f"LoRA dropout {spec.lora_dropout} must be in [0, 1)"),
+        (0 < spec.learning_rate <= 0.1, f"learning rate {spec.learning_rate} must be in (0, 0.1]"),
+        (spec.epochs > 0 or spec.max_steps > 0, "epochs must be positive (or set max steps)"),
+        (spec.batch_size >= 1, f"batch size {spec.batch_size} must be at least 1"),
+        (spec.grad_accum >= 1, f"gradient accumulation {spec.grad_accum} must be at least 1"),
+        (32 <= spec.max_length <= 131072, f"max length {spec.max_length} must be in 32..131072"),
+        (0 <= spec.eval_fraction <= 0.5, f"eval fraction {spec.eval_fraction} must be in 0..0.5"),
+        (spec.save_steps >= 1, f"checkpoint interval {spec.save_steps} must be at least 1"),
+        (0 <= spec.warmup_ratio < 1, f"warmup ratio {spec.warmup_ratio} must be in [0, 1)"),
+        (
+            spec.lr_scheduler in ("constant", "linear", "cosine"),
+            f"scheduler {spec.lr_scheduler!r} must be constant, linear or cosine",
+        ),
+    ]
+    problems += [message for ok, message in checks if not ok]
+    if not Path(spec.dataset).is_file():
+        problems.append(f"dataset {spec.dataset} does not exist")
+    if not Path(spec.base_path).is_dir():
+        problems.append(f"base model folder {spec.base_path} does not exist")
+    return problems
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Starting values for a kind of machine; every value stays editable."""
+
+    name: str
+    description: str
+    values: dict[str, Any]
+
+
+PRESETS = {
+    p.name: p
+    for p in (
+        Preset(
+            "cpu",
+            "CPU only: short sequences, small batches (minutes for a small model)",
+            {"batch_size": 2, "grad_accum": 1, "max_length": 512, "lora_r": 16, "save_steps": 20},
+        ),
+        Preset(
+            "small-gpu",
+            "one GPU under 40 GiB free",
+            {"batch_size": 4, "grad_accum": 4, "max_length": 1024, "lora_r": 16, "save_steps": 50},
+        ),
+        Preset(
+            "large-gpu",
+            "a GPU with 40 GiB or more free",
+            {"batch_size": 8, "grad_accum": 2, "max_length": 2048, "lora_r": 32, "save_steps": 100},
+        ),
+    )
+}
+
+
+def preset_for(gpu_free_bytes: list[int]) -> Preset:
+    """The preset for the machine: no GPU, small GPU or large GPU (by the freest GPU)."""
+    if not gpu_free_bytes:
+        return PRESETS["cpu"]
+    return PRESETS["large-gpu" if max(gpu_free_bytes) >= 40 * 1024**3 else "small-gpu"]

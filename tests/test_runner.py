@@ -1,0 +1,144 @@
+"""The training runner as a real child process: TRL + PEFT on the built-in model, on CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sage_tui.core.training.events import read_events
+from sage_tui.core.training.runner import STOP_FILE, describe_failure, last_checkpoint
+from sage_tui.core.training.spec import JobSpec
+
+REPO = Path(__file__).resolve().parent.parent
+FACTS = REPO / "sample_data" / "sage_tui_facts.jsonl"
+
+
+def write_spec(job_dir: Path, base: Path, **values) -> JobSpec:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    spec = JobSpec(
+        task_id=job_dir.name,
+        base_model="smollm2-135m-instruct",
+        base_path=str(base),
+        dataset=str(values.pop("dataset", FACTS)),
+        **{
+            "learning_rate": 1e-3,
+            "max_steps": 30,
+            "batch_size": 2,
+            "max_length": 128,
+            "save_steps": 10,
+            **values,
+        },
+    ).check()
+    (job_dir / "spec.json").write_text(spec.to_json())
+    return spec
+
+
+def start(job_dir: Path, *args: str) -> subprocess.Popen:
+    log = open(job_dir / "train.log", "a")  # noqa: SIM115  the child owns it
+    return subprocess.Popen(
+        [sys.executable, "-m", "sage_tui.core.training.runner", str(job_dir), *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def kinds(job_dir: Path) -> list[str]:
+    return [e.kind for e in read_events(job_dir)[0]]
+
+
+def taught_answer(base: Path, adapter: Path, question: str) -> str:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
+    model = PeftModel.from_pretrained(model, adapter)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    out = model.generate(**ids, max_new_tokens=20, do_sample=False)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+@pytest.mark.slow
+def test_stop_then_resume_finishes_with_an_adapter_that_learned(
+    tmp_path: Path, builtin_model_dir: Path
+) -> None:
+    job = tmp_path / "facts-job"
+    write_spec(job, builtin_model_dir)
+    runner = start(job)
+    deadline = time.monotonic() + 600
+    while "checkpoint" not in kinds(job):  # the first checkpoint (step 10) is written
+        assert runner.poll() is None, (job / "train.log").read_text()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    (job / STOP_FILE).touch()
+    assert runner.wait(timeout=300) == 3
+    events, _ = read_events(job)
+    stopped = events[-1]
+    assert stopped.kind == "stopped" and 10 <= stopped.data["step"] < 30
+    assert last_checkpoint(job) is not None
+    assert not (job / "adapter_model.safetensors").exists()
+
+    (job / STOP_FILE).unlink()
+    assert start(job, "--resume").wait(timeout=600) == 0, (job / "train.log").read_text()[-3000:]
+    events, _ = read_events(job)
+    assert [e.kind for e in events].count("started") == 2
+    assert events[-1].kind == "finished"
+    steps = [e.data for e in events if e.kind == "step"]
+    assert steps[-1]["step"] == 30 and steps[-1]["loss"] < steps[0]["loss"]
+    assert all(s["eta_seconds"] is None or s["eta_seconds"] >= 0 for s in steps)
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer_config.json",
+        "training_args.json",
+        "metrics.json",
+        "spec.json",
+        "events.jsonl",
+        "train.log",
+    ):
+        assert (job / name).is_file(), name
+    assert not (job / "training_args.bin").exists()
+    adapter = json.loads((job / "adapter_config.json").read_text())
+    assert adapter["r"] == 16 and adapter["bias"] == "none" and not adapter.get("modules_to_save")
+    assert "Orla" in taught_answer(builtin_model_dir, job, "Who is the sage-tui mascot?")
+
+
+def test_a_bad_dataset_fails_with_the_reason(tmp_path: Path, builtin_model_dir: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    job = tmp_path / "bad-job"
+    write_spec(job, builtin_model_dir, dataset=bad)
+    assert start(job).wait(timeout=120) == 1
+    failed = read_events(job)[0][-1]
+    assert failed.kind == "failed"
+    assert "bad.jsonl" in failed.data["reason"] and "line 1" in failed.data["reason"]
+    assert failed.data["suggestion"] == "fix the dataset or the settings, then start a new job"
+
+
+def test_resume_without_a_checkpoint_fails_clearly(tmp_path: Path, builtin_model_dir: Path) -> None:
+    job = tmp_path / "fresh-job"
+    write_spec(job, builtin_model_dir)
+    assert start(job, "--resume").wait(timeout=120) == 1
+    assert "nothing to resume" in read_events(job)[0][-1].data["reason"]
+
+
+def test_failure_suggestions(tmp_path: Path, builtin_model_dir: Path) -> None:
+    job = tmp_path / "j"
+    write_spec(job, builtin_model_dir, batch_size=8, max_length=2048)
+    reason, hint = describe_failure(RuntimeError("CUDA out of memory. Tried to allocate"), job)
+    assert reason.startswith("RuntimeError: CUDA out of memory")
+    assert hint == "lower the batch size or the max length (now 8 and 2048), or free GPU memory"
+    full = OSError(28, "No space left on device")
+    assert describe_failure(full, job)[1].startswith("free disk space under")
