@@ -1,0 +1,69 @@
+"""Job specs: range checks that keep adapters servable by vLLM, presets by hardware."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sage_tui.core.training.spec import PRESETS, JobSpec, SpecError, preset_for
+
+GIB = 1024**3
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> JobSpec:
+    data = tmp_path / "d.jsonl"
+    data.write_text("{}\n")
+    return JobSpec(task_id="job-1", base_model="m", base_path=str(tmp_path), dataset=str(data))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"task_id": "bad id!"}, "task id 'bad id!' must be letters"),
+        ({"lora_r": 12}, "LoRA rank 12 is not one vLLM serves"),
+        ({"lora_alpha": 0}, "LoRA alpha 0 must be positive"),
+        ({"lora_dropout": 1.0}, "LoRA dropout 1.0 must be in [0, 1)"),
+        ({"learning_rate": 0.5}, "learning rate 0.5 must be in (0, 0.1]"),
+        ({"epochs": 0, "max_steps": -1}, "epochs must be positive"),
+        ({"batch_size": 0}, "batch size 0 must be at least 1"),
+        ({"grad_accum": 0}, "gradient accumulation 0 must be at least 1"),
+        ({"max_length": 8}, "max length 8 must be in 32..131072"),
+        ({"eval_fraction": 0.9}, "eval fraction 0.9 must be in 0..0.5"),
+        ({"save_steps": 0}, "checkpoint interval 0 must be at least 1"),
+        ({"lr_scheduler": "wild"}, "scheduler 'wild' must be constant, linear or cosine"),
+        ({"dataset": "/nonexistent/data.jsonl"}, "dataset /nonexistent/data.jsonl does not exist"),
+        (
+            {"base_path": "/nonexistent/model"},
+            "base model folder /nonexistent/model does not exist",
+        ),
+    ],
+)
+def test_out_of_range_values_are_named(spec: JobSpec, changes: dict, message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        spec.with_changes(**changes).check()
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_defaults_are_valid_and_round_trip(spec: JobSpec, tmp_path: Path) -> None:
+    spec.check()
+    assert spec.target_modules == "all-linear" and spec.lora_r == 16
+    path = tmp_path / "spec.json"
+    path.write_text(spec.to_json())
+    assert JobSpec.from_file(path) == spec
+    path.write_text(spec.to_json().replace('"seed"', '"sneed"'))
+    with pytest.raises(SpecError, match="unknown settings sneed"):
+        JobSpec.from_file(path)
+
+
+@pytest.mark.parametrize(
+    ("free", "preset"),
+    [([], "cpu"), ([12 * GIB], "small-gpu"), ([20 * GIB, 70 * GIB], "large-gpu")],
+)
+def test_preset_by_hardware(free: list[int], preset: str, spec: JobSpec) -> None:
+    chosen = preset_for(free)
+    assert chosen.name == preset
+    spec.with_changes(**chosen.values).check()  # every preset is a valid spec
+    assert set(PRESETS) == {"cpu", "small-gpu", "large-gpu"}
