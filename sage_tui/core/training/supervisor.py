@@ -1,0 +1,614 @@
+"""Starts, follows, cancels and re-attaches fine-tuning jobs that run in child processes.
+
+Each job runs `python -m sage_tui.core.training.runner JOB_DIR` in its own session (its own
+process group), with stdin closed and stdout/stderr going to `train.log`, so it survives the
+TUI exiting or an SSH drop. The `jobs` table is the source of truth for a job's status; the
+runner's `events.jsonl` and exit code decide how a job ended, never words in a log.
+
+`poll()` is the bookkeeping: call it about once a second from a worker thread. It follows the
+events of running jobs, notices processes that ended, settles their status and starts queued
+jobs while fewer than `max_running` run. A new Supervisor (a new launch of the TUI) re-attaches
+to jobs an earlier one left running with `reattach()`, checking their pid and, against pid
+reuse, that the process's command line names the job's folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from sage_tui.core.store import Store
+from sage_tui.core.training.events import Event, read_events
+from sage_tui.core.training.spec import JobSpec
+from sage_tui.errors import SageError
+from sage_tui.paths import Paths
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+ENDED = ("completed", "failed", "cancelled", "interrupted")
+RESUMABLE = ("cancelled", "interrupted", "failed")
+
+SPEC_FILE = "spec.json"
+LOG_FILE = "train.log"
+STOP_FILE = "STOP"
+CHECKPOINTS = "checkpoints"
+
+EXIT_FINISHED = 0
+EXIT_STOPPED = 3
+TERMINAL_EVENTS = ("finished", "stopped", "failed")
+NO_RESULT = "the training process ended without a result"
+
+RunnerCommand = Callable[[Path, bool], list[str]]
+
+
+class JobError(SageError):
+    """A fine-tuning job that does not exist or cannot do what was asked."""
+
+
+def default_runner_command(job_dir: Path, resume: bool) -> list[str]:
+    """The real runner's command line for a job folder."""
+    command = [sys.executable, "-m", "sage_tui.core.training.runner", str(job_dir)]
+    return [*command, "--resume"] if resume else command
+
+
+@dataclass(frozen=True)
+class Job:
+    """A fine-tuning job as stored, with progress read from its events."""
+
+    id: str
+    base_model: str
+    dataset: str
+    status: str
+    spec: JobSpec
+    output_dir: Path
+    pid: int | None
+    error: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    step: int | None = None
+    total_steps: int | None = None
+    last_loss: float | None = None
+    eta_seconds: float | None = None
+    """Only while running."""
+    tokens_per_second: float | None = None
+    eval_loss: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """Queued or running."""
+        return self.status in ("queued", "running")
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction of steps done (0..1), when known."""
+        if self.step is None or not self.total_steps:
+            return None
+        return min(1.0, max(0.0, self.step / self.total_steps))
+
+
+@dataclass
+class _Follow:
+    """What this process has read of one job's events."""
+
+    offset: int = 0
+    step: int | None = None
+    total_steps: int | None = None
+    last_loss: float | None = None
+    eta_seconds: float | None = None
+    tokens_per_second: float | None = None
+    eval_loss: float | None = None
+    terminal: Event | None = None
+    """The last finished/stopped/failed event since the last `started`."""
+
+    def apply(self, event: Event) -> None:
+        data = event.data
+        if event.kind == "started":
+            self.terminal = None
+            self.total_steps = _int(data.get("total_steps"), self.total_steps)
+            resumed = _int(data.get("resumed_from"), None)
+            if resumed is not None:
+                self.step = resumed
+        elif event.kind == "step":
+            self.step = _int(data.get("step"), self.step)
+            self.total_steps = _int(data.get("total_steps"), self.total_steps)
+            self.last_loss = _float(data.get("loss"), self.last_loss)
+            self.eta_seconds = _float(data.get("eta_seconds"), None)
+            self.tokens_per_second = _float(data.get("tokens_per_second"), self.tokens_per_second)
+        elif event.kind == "eval":
+            self.eval_loss = _float(data.get("eval_loss"), self.eval_loss)
+        elif event.kind in TERMINAL_EVENTS:
+            self.terminal = event
+            if event.kind == "finished":
+                self.eta_seconds = 0.0
+
+
+class Supervisor:
+    """Fine-tuning jobs: create, start, follow, cancel, resume, re-attach, delete.
+
+    Safe to share between threads: `poll()` in a worker, `cancel()` (which blocks while the
+    runner saves a checkpoint) in another.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        paths: Paths,
+        *,
+        runner_command: RunnerCommand | None = None,
+        max_running: int = 1,
+    ) -> None:
+        if max_running < 1:
+            raise ValueError("max_running must be at least 1")
+        self.store = store
+        self.paths = paths
+        self.runner_command: RunnerCommand = runner_command or default_runner_command
+        self.max_running = max_running
+        self._lock = threading.RLock()
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._follow: dict[str, _Follow] = {}
+
+    # -- creating and starting --------------------------------------------------------------
+
+    def create(self, spec: JobSpec) -> Job:
+        """Check the spec, make the job's folder with spec.json and record the job as queued."""
+        spec.check()
+        job_dir = self.paths.job_dir(spec.task_id)
+        with self._lock:
+            if self._row(spec.task_id) is not None:
+                raise JobError(f"a job named {spec.task_id} already exists: pick another task id")
+            job_dir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                job_dir.mkdir()
+            except FileExistsError:
+                raise JobError(
+                    f"the folder {job_dir} already exists: pick another task id"
+                    " or remove the folder"
+                ) from None
+            try:
+                _write_atomic(job_dir / SPEC_FILE, spec.to_json() + "\n")
+                self._insert(spec, job_dir)
+            except sqlite3.IntegrityError:
+                shutil.rmtree(job_dir, ignore_errors=True)
+                raise JobError(
+                    f"a job named {spec.task_id} already exists: pick another task id"
+                ) from None
+            except BaseException:
+                shutil.rmtree(job_dir, ignore_errors=True)
+                raise
+            self._follow[spec.task_id] = _Follow()
+            return self.get(spec.task_id)
+
+    def start(self, task_id: str, *, resume: bool = False) -> Job:
+        """Start a queued job, or resume an ended one from its last checkpoint.
+
+        With `max_running` jobs already running the job stays queued; `poll()` starts it
+        when a slot frees (from its checkpoint when it has one).
+        """
+        with self._lock:
+            row = self._require(task_id)
+            status = row["status"]
+            if status == "running":
+                raise JobError(f"job {task_id} is already running")
+            if resume:
+                if status not in RESUMABLE:
+                    raise JobError(
+                        f"job {task_id} is {status}: only a cancelled, interrupted or failed"
+                        " job can be resumed"
+                    )
+                if self.last_checkpoint(task_id) is None:
+                    raise JobError(
+                        f"job {task_id} has no checkpoint to resume from: submit it again as a"
+                        " new job"
+                    )
+                with self.store.transaction() as db:
+                    db.execute(
+                        "UPDATE jobs SET status = 'queued', error = NULL, finished_at = NULL,"
+                        " pid = NULL WHERE id = ?",
+                        (task_id,),
+                    )
+            elif status != "queued":
+                hint = (
+                    "resume it from its checkpoint or submit a new job"
+                    if status in RESUMABLE and self.last_checkpoint(task_id)
+                    else "submit a new job"
+                )
+                raise JobError(f"job {task_id} is {status}: {hint}")
+            if self._running_count() < self.max_running:
+                # A queued job with a checkpoint was queued by a resume.
+                self._spawn(task_id, resume=self.last_checkpoint(task_id) is not None)
+            return self.get(task_id)
+
+    def submit(self, spec: JobSpec) -> Job:
+        """Create a job and start it (it stays queued while others use every slot)."""
+        job = self.create(spec)
+        return self.start(job.id)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> Job:
+        """One job, with progress from its events; JobError if there is none by that id."""
+        with self._lock:
+            return self._job(self._require(task_id))
+
+    def list(self) -> list[Job]:
+        """Every job, newest first."""
+        with self._lock:
+            with self.store._lock:
+                rows = self.store._db.execute(
+                    "SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC"
+                ).fetchall()
+            return [self._job(row) for row in rows]
+
+    def events(self, task_id: str, offset: int = 0) -> tuple[list[Event], int]:
+        """Complete events of a job from byte `offset` on, and the offset to read next."""
+        row = self._require(task_id)
+        return read_events(Path(row["output_dir"]), offset)
+
+    def last_checkpoint(self, task_id: str) -> Path | None:
+        """The highest-numbered `checkpoints/checkpoint-N` folder with files in it."""
+        folder = self.paths.job_dir(task_id) / CHECKPOINTS
+        best: tuple[int, Path] | None = None
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            return None
+        for entry in entries:
+            prefix, _, number = entry.name.partition("-")
+            if prefix != "checkpoint" or not number.isdigit() or not entry.is_dir():
+                continue
+            if not any(entry.iterdir()):
+                continue
+            if best is None or int(number) > best[0]:
+                best = (int(number), entry)
+        return best[1] if best else None
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def poll(self) -> list[Job]:
+        """Follow running jobs, settle those whose process ended, start queued ones.
+
+        Returns the jobs whose status changed.
+        """
+        changed: list[Job] = []
+        with self._lock:
+            for row in self._rows("running"):
+                job = self._check(row)
+                if job is not None:
+                    changed.append(job)
+            while self._running_count() < self.max_running:
+                queued = self._rows("queued", oldest_first=True)
+                if not queued:
+                    break
+                task_id = queued[0]["id"]
+                with contextlib.suppress(JobError):  # a failed start is recorded on the job
+                    self._spawn(task_id, resume=self.last_checkpoint(task_id) is not None)
+                changed.append(self.get(task_id))
+            # Reap children whose job another process settled, so none stays a zombie.
+            running = {row["id"] for row in self._rows("running")}
+            for task_id, proc in list(self._procs.items()):
+                if task_id not in running and proc.poll() is not None:
+                    self._procs.pop(task_id)
+        return changed
+
+    def reattach(self) -> list[Job]:
+        """At launch: settle or keep following jobs an earlier process left running."""
+        return self.poll()
+
+    # -- stopping and removing --------------------------------------------------------------
+
+    def cancel(self, task_id: str, *, grace_seconds: float = 30, term_seconds: float = 10) -> Job:
+        """Stop a job: a queued one at once; a running one cooperatively, then by force.
+
+        A running job is asked to stop through its STOP file (it saves a checkpoint and exits);
+        after `grace_seconds` its process group gets SIGTERM, after `term_seconds` more SIGKILL.
+        Blocks until the process has ended; the status becomes cancelled when the runner
+        reported that it stopped, else interrupted. An ended job is returned as it is.
+        """
+        with self._lock:
+            row = self._require(task_id)
+            if row["status"] == "queued":
+                with self.store.transaction() as db:
+                    db.execute(
+                        "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?"
+                        " AND status = 'queued'",
+                        (time.time(), task_id),
+                    )
+                return self.get(task_id)
+            if row["status"] != "running":
+                return self._job(row)
+            job_dir, pid = Path(row["output_dir"]), row["pid"]
+            with contextlib.suppress(OSError):
+                (job_dir / STOP_FILE).touch()
+        if not self._wait_ended(task_id, pid, job_dir, grace_seconds):
+            for sig, wait in ((signal.SIGTERM, term_seconds), (signal.SIGKILL, 10.0)):
+                self._signal_group(task_id, pid, job_dir, sig)
+                if self._wait_ended(task_id, pid, job_dir, wait):
+                    break
+        self.poll()
+        return self.get(task_id)
+
+    def delete(self, task_id: str) -> None:
+        """Remove a job's folder and its record; a running job must be cancelled first."""
+        with self._lock:
+            row = self._require(task_id)
+            if row["status"] == "running":
+                self._check(row)
+                row = self._require(task_id)
+            if row["status"] == "running":
+                raise JobError(f"job {task_id} is running: cancel it before deleting it")
+            with self.store.transaction() as db:
+                db.execute("DELETE FROM jobs WHERE id = ?", (task_id,))
+            self._follow.pop(task_id, None)
+            self._procs.pop(task_id, None)
+        shutil.rmtree(self.paths.job_dir(task_id), ignore_errors=True)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _spawn(self, task_id: str, *, resume: bool) -> None:
+        """Start the runner for a queued job and record it as running (under self._lock)."""
+        job_dir = self.paths.job_dir(task_id)
+        with contextlib.suppress(FileNotFoundError):
+            (job_dir / STOP_FILE).unlink()
+        command = self.runner_command(job_dir, resume)
+        started = time.time()
+        follow = self._follow.setdefault(task_id, _Follow())
+        follow.terminal = None
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            with self.store.transaction() as db:
+                # The spawn happens inside the transaction so no other process sees the job
+                # running without a pid.
+                with open(job_dir / LOG_FILE, "ab") as log:
+                    log.write(
+                        f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                        f" {'resuming' if resume else 'starting'}: {' '.join(command)}\n".encode()
+                    )
+                    log.flush()
+                    proc = subprocess.Popen(
+                        command,
+                        start_new_session=True,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        cwd=job_dir,
+                        close_fds=True,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    )
+                db.execute(
+                    "UPDATE jobs SET status = 'running', pid = ?, started_at = ?, error = NULL,"
+                    " finished_at = NULL WHERE id = ?",
+                    (proc.pid, started, task_id),
+                )
+        except BaseException as err:
+            if proc is not None:  # started, but not recorded: it must not run unsupervised
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            if not isinstance(err, OSError):
+                raise
+            reason = f"cannot start the training process: {err.strerror or err}"
+            self._settle(task_id, "failed", reason)
+            raise JobError(f"job {task_id}: {reason}") from None
+        self._procs[task_id] = proc
+
+    def _check(self, row: Any) -> Job | None:
+        """Follow one running job; settle it if its process ended. The job if it changed."""
+        task_id, job_dir = row["id"], Path(row["output_dir"])
+        alive, code = self._liveness(task_id, row["pid"], job_dir)
+        follow = self._catch_up(task_id, job_dir)
+        if alive:
+            return None
+        self._procs.pop(task_id, None)
+        terminal = follow.terminal
+        if terminal is not None and row["started_at"] and terminal.time < row["started_at"]:
+            terminal = None  # from an earlier run of this job, before a resume
+        status, error = _outcome(terminal, code)
+        self._settle(task_id, status, error)
+        with contextlib.suppress(OSError):
+            (job_dir / STOP_FILE).unlink()
+        return self.get(task_id)
+
+    def _settle(self, task_id: str, status: str, error: str | None) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+                (status, error, time.time(), task_id),
+            )
+
+    def _liveness(self, task_id: str, pid: int | None, job_dir: Path) -> tuple[bool, int | None]:
+        """(alive, exit code if known). Our own child is reaped through its Popen."""
+        with self._lock:
+            proc = self._procs.get(task_id)
+        if proc is not None and proc.pid == pid:
+            code = proc.poll()
+            return code is None, code
+        return _pid_runs_job(pid, job_dir), None
+
+    def _wait_ended(self, task_id: str, pid: int | None, job_dir: Path, seconds: float) -> bool:
+        """Wait up to `seconds` for the job's process to end; True if it has."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if not self._liveness(task_id, pid, job_dir)[0]:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def _signal_group(self, task_id: str, pid: int | None, job_dir: Path, sig: int) -> None:
+        """Signal the job's process group (the runner leads its own session)."""
+        if pid is None or not self._liveness(task_id, pid, job_dir)[0]:
+            return
+        try:
+            pgid = os.getpgid(pid)
+        except OSError:
+            return
+        if pgid != pid:
+            # Not the session leader we started: signal only the process itself.
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+            return
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, sig)
+
+    def _catch_up(self, task_id: str, job_dir: Path) -> _Follow:
+        follow = self._follow.setdefault(task_id, _Follow())
+        events, follow.offset = read_events(job_dir, follow.offset)
+        for event in events:
+            follow.apply(event)
+        return follow
+
+    def _job(self, row: Any) -> Job:
+        follow = self._catch_up(row["id"], Path(row["output_dir"]))
+        running = row["status"] == "running"
+        known = {f.name for f in fields(JobSpec)}
+        spec = JobSpec(**{k: v for k, v in json.loads(row["spec"]).items() if k in known})
+        return Job(
+            id=row["id"],
+            base_model=row["base_model"],
+            dataset=row["dataset"],
+            status=row["status"],
+            spec=spec,
+            output_dir=Path(row["output_dir"]),
+            pid=row["pid"],
+            error=row["error"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            step=follow.step,
+            total_steps=follow.total_steps,
+            last_loss=follow.last_loss,
+            eta_seconds=follow.eta_seconds if running else None,
+            tokens_per_second=follow.tokens_per_second,
+            eval_loss=follow.eval_loss,
+        )
+
+    def _insert(self, spec: JobSpec, job_dir: Path) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, base_model, dataset, status, spec, output_dir,"
+                " created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+                (
+                    spec.task_id,
+                    spec.base_model,
+                    spec.dataset,
+                    spec.to_json(),
+                    str(job_dir),
+                    time.time(),
+                ),
+            )
+
+    def _row(self, task_id: str) -> Any:
+        with self.store._lock:
+            return self.store._db.execute("SELECT * FROM jobs WHERE id = ?", (task_id,)).fetchone()
+
+    def _require(self, task_id: str) -> Any:
+        row = self._row(task_id)
+        if row is None:
+            raise JobError(f"no fine-tuning job named {task_id}")
+        return row
+
+    def _rows(self, status: str, *, oldest_first: bool = False) -> list[Any]:
+        order = "ASC" if oldest_first else "DESC"
+        with self.store._lock:
+            return self.store._db.execute(
+                f"SELECT * FROM jobs WHERE status = ? ORDER BY created_at {order}, rowid {order}",
+                (status,),
+            ).fetchall()
+
+    def _running_count(self) -> int:
+        with self.store._lock:
+            return self.store._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE status = 'running'"
+            ).fetchone()[0]
+
+
+def _outcome(terminal: Event | None, code: int | None) -> tuple[str, str | None]:
+    """A finished process's status and error, from its last terminal event and exit code."""
+    if terminal is not None and terminal.kind == "finished":
+        return "completed", None
+    if terminal is not None and terminal.kind == "stopped":
+        return "cancelled", None
+    if terminal is not None and terminal.kind == "failed":
+        reason = str(terminal.data.get("reason") or "training failed").strip()
+        suggestion = str(terminal.data.get("suggestion") or "").strip()
+        return "failed", f"{reason} {suggestion}".strip()
+    if code == EXIT_FINISHED:
+        return "failed", "the training process exited without finishing (see train.log)"
+    if code is None:
+        return "interrupted", f"{NO_RESULT} (killed?)"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return "interrupted", f"{NO_RESULT} (killed by {name})"
+    return "interrupted", f"{NO_RESULT} (exit code {code}, see train.log)"
+
+
+def _pid_runs_job(pid: int | None, job_dir: Path) -> bool:
+    """Whether `pid` is a live process whose command line names `job_dir` (a pid-reuse guard).
+
+    A zombie counts as ended. Without /proc (not Linux) only the pid is checked.
+    """
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else; the command line decides
+    proc = Path("/proc")
+    if not (proc / "self").exists():
+        return True
+    try:
+        cmdline = (proc / str(pid) / "cmdline").read_bytes()
+        stat = (proc / str(pid) / "stat").read_text(errors="replace")
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[:1]
+    if state in (["Z"], ["X"]):
+        return False
+    return str(job_dir).encode() in cmdline
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a file so readers see the old content or the new, never half of it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _int(value: Any, default: int | None) -> int | None:
+    try:
+        return int(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(value: Any, default: float | None) -> float | None:
+    try:
+        return float(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,118 @@
+"""A stand-in for `sage_tui.core.training.runner` that trains nothing, for supervisor tests.
+
+    python tests/support/fake_runner.py JOB_DIR [--resume] [--mode MODE]
+
+It writes the events the real runner writes, follows the same exit codes (0 finished, 3
+stopped, else failed) and honours `JOB_DIR/STOP` and SIGTERM. The mode comes from `--mode`, else
+the file `JOB_DIR/fake_mode`, else $FAKE_RUNNER_MODE, else "ok":
+
+- ok: started, a few steps, a checkpoint, finished; exit 0
+- fail: started, failed {reason, suggestion}; exit 1
+- hang: steps until asked to stop, then a checkpoint and stopped; exit 3
+- stubborn: steps forever, ignoring STOP and SIGTERM (only SIGKILL ends it)
+- crash: started, a step, then os._exit(9) without a terminal event
+
+Each run appends its argv to `JOB_DIR/argv.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from sage_tui.core.training.events import EventWriter
+
+STEPS = 4
+STOP_NAME = "STOP"
+DELAY = 0.05
+
+
+def last_checkpoint(job_dir: Path) -> int:
+    """The highest checkpoint number in the job folder, 0 if none."""
+    numbers = [
+        int(p.name.split("-")[1])
+        for p in (job_dir / "checkpoints").glob("checkpoint-*")
+        if p.name.split("-")[1].isdigit()
+    ]
+    return max(numbers, default=0)
+
+
+def save_checkpoint(job_dir: Path, events: EventWriter, step: int) -> Path:
+    """Make checkpoints/checkpoint-STEP with a file in it and report it."""
+    path = job_dir / "checkpoints" / f"checkpoint-{step}"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "adapter_model.safetensors").write_bytes(b"fake")
+    events.write("checkpoint", step=step, path=str(path))
+    return path
+
+
+def step_event(events: EventWriter, step: int, total: int) -> None:
+    """One training step's figures."""
+    events.write(
+        "step",
+        step=step,
+        total_steps=total,
+        epoch=step / max(total, 1),
+        loss=round(2.0 / step, 4),
+        learning_rate=2e-4,
+        tokens_per_second=1000.0 + step,
+        eta_seconds=max(total - step, 0) * DELAY,
+    )
+
+
+def main(argv: list[str]) -> int:
+    job_dir = Path(argv[0])
+    resume = "--resume" in argv
+    mode = None
+    if "--mode" in argv:
+        mode = argv[argv.index("--mode") + 1]
+    elif (job_dir / "fake_mode").is_file():
+        mode = (job_dir / "fake_mode").read_text().strip()
+    mode = mode or os.environ.get("FAKE_RUNNER_MODE") or "ok"
+    with open(job_dir / "argv.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(argv) + "\n")
+
+    stop = {"requested": False}
+    if mode == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
+
+    events = EventWriter(job_dir)
+    first = last_checkpoint(job_dir) if resume else 0
+    total = first + STEPS if mode in ("ok", "fail", "crash") else 1_000_000
+    events.write("started", total_steps=total, resumed_from=first if resume else None)
+
+    if mode == "fail":
+        events.write("failed", reason="out of memory.", suggestion="Lower the batch size.")
+        return 1
+    if mode == "crash":
+        step_event(events, first + 1, total)
+        os._exit(9)
+
+    step = first
+    while True:
+        if mode != "stubborn" and (stop["requested"] or (job_dir / STOP_NAME).exists()):
+            checkpoint = save_checkpoint(job_dir, events, step)
+            events.write("stopped", step=step, checkpoint=str(checkpoint))
+            return 3
+        if mode == "ok" and step >= total:
+            break
+        step += 1
+        step_event(events, step, total)
+        time.sleep(DELAY)
+
+    save_checkpoint(job_dir, events, step)
+    (job_dir / "adapter_config.json").write_text("{}")
+    events.write("finished", output_dir=str(job_dir), metrics={"train_loss": 2.0 / step})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
