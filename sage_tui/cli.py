@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from sage_tui import __version__
+from sage_tui import __version__, cli_training
 from sage_tui.config import ENGINES, Settings
 from sage_tui.core.engines.base import Sampling
 from sage_tui.errors import SageError
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--temperature", type=float, default=defaults.temperature)
     ask.add_argument("--top-p", type=float, default=defaults.top_p)
     ask.add_argument("--stats", action="store_true", help="print time to first token, tokens/s")
+    cli_training.add_commands(commands)
     return parser
 
 
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _models(settings, args)
         if args.command == "ask":
             return _ask(settings, args)
+        if args.command in ("finetune", "jobs", "use"):
+            return cli_training.run(settings, args)
         return _run_app(settings)
     except SageError as err:
         print(f"sage-tui: error: {err}", file=sys.stderr)

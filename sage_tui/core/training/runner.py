@@ -58,7 +58,7 @@ def load_examples(spec: JobSpec) -> tuple[list[dict], list[dict]]:
     return rows(train), rows(evaluation)
 
 
-def make_reporter(events: EventWriter, job_dir: Path, resumed_from: str | None) -> Any:
+def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None) -> Any:
     """A TrainerCallback that writes events and honours stop requests (the class is built
     here because transformers is imported only in the child)."""
     from transformers import TrainerCallback
@@ -71,7 +71,12 @@ def make_reporter(events: EventWriter, job_dir: Path, resumed_from: str | None) 
             self.last: tuple[float, float] | None = None  # (time, tokens seen)
 
         def on_train_begin(self, args, state, control, **kwargs):
-            events.write("started", total_steps=state.max_steps, resumed_from=resumed_from)
+            events.write(
+                "started",
+                total_steps=state.max_steps,
+                resumed_from=int(resumed_from.name.rsplit("-", 1)[1]) if resumed_from else None,
+                checkpoint=str(resumed_from) if resumed_from else None,
+            )
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
@@ -163,7 +168,7 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    reporter = make_reporter(events, job_dir, str(checkpoint) if checkpoint else None)
+    reporter = make_reporter(events, job_dir, checkpoint)
 
     def on_sigterm(signum, frame) -> None:
         reporter.stop_requested = True

@@ -1,0 +1,31 @@
+""" "Use as backend" (SAGE's 设为后端): a finished job's adapter becomes the chat's model.
+
+The adapter is registered as `sage-finetuned-<task_id>` on the job's base model, as in the SAGE
+note, and made the active model. Whoever owns an engine then switches to it (instantly when the
+base model is already loaded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sage_tui.core.models.registry import ModelRegistry
+from sage_tui.core.store import ModelRecord
+from sage_tui.core.training.supervisor import Job
+from sage_tui.errors import SageError
+
+ADAPTER_PREFIX = "sage-finetuned-"
+
+
+def adapter_name(task_id: str) -> str:
+    """The registered name of a job's adapter."""
+    return f"{ADAPTER_PREFIX}{task_id}"
+
+
+def register_job_adapter(registry: ModelRegistry, job: Job) -> ModelRecord:
+    """Register the adapter of a completed job (again, if it was retrained)."""
+    if job.status != "completed":
+        raise SageError(f"job {job.id} is {job.status}, not completed: nothing to use yet")
+    if not (Path(job.output_dir) / "adapter_model.safetensors").is_file():
+        raise SageError(f"job {job.id} has no adapter in {job.output_dir}")
+    return registry.register_adapter(adapter_name(job.id), Path(job.output_dir), job.base_model)
