@@ -18,9 +18,12 @@ from textual.reactive import reactive
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from sage_tui.core.gpu import ResourceMonitor, ResourceSnapshot
+from sage_tui.core.training.supervisor import ENDED, Job, Supervisor
 from sage_tui.errors import SageError
 from sage_tui.services import Services
 from sage_tui.ui.messages import (
+    JobEnded,
+    JobsUpdated,
     ModelProvisioning,
     ModelsChanged,
     ResourcesSampled,
@@ -48,6 +51,9 @@ class SageApp(App[None]):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
+    JOB_POLL_SECONDS = 1.0
+    """How often the fine-tuning jobs are polled."""
+
     active_model: reactive[str | None] = reactive(None)
     """Name of the model the chat uses."""
     model_status: reactive[str] = reactive("")
@@ -66,6 +72,7 @@ class SageApp(App[None]):
         *,
         provision_default: bool = True,
         start_engine: bool = True,
+        supervisor: Supervisor | None = None,
     ) -> None:
         super().__init__()
         self.services = services
@@ -75,11 +82,25 @@ class SageApp(App[None]):
         self.engine_loading_since = 0.0
         """When the current engine load began (time.monotonic)."""
         services.engines.on_status = self._engine_status
+        self.supervisor = (
+            supervisor
+            if supervisor is not None
+            else Supervisor(services.store, services.settings.paths)
+        )
+        """Fine-tuning jobs; owned here because jobs outlive screens."""
+        self.jobs: list[Job] = []
+        """The jobs as last polled, newest first."""
+        self._job_statuses: dict[str, str] | None = None
+        self._polling_jobs = False
 
     def on_mount(self) -> None:
         # After the first frame: provisioning imports torch, and its GIL time would delay it.
         self.call_after_refresh(self.poll_resources)
         self.call_after_refresh(self.load_active_model)
+        # A short poll each tick rather than one endless worker: the jobs table is the truth,
+        # and a finished poll leaves no worker behind for tests that wait for quiet.
+        self.call_after_refresh(self.refresh_jobs)
+        self.set_interval(self.JOB_POLL_SECONDS, self.refresh_jobs, name="poll jobs")
 
     # -- workers ----------------------------------------------------------------------------
 
@@ -96,6 +117,35 @@ class SageApp(App[None]):
                 worker.cancelled_event.wait(interval)
         finally:
             self.monitor.close()
+
+    def refresh_jobs(self) -> None:
+        """Poll the jobs now (unless a poll is under way); JobsUpdated follows."""
+        # One poll at a time: a slow one (the disk, a cancel holding the lock) is not doubled.
+        if not self._polling_jobs:
+            self._polling_jobs = True
+            self.poll_jobs()
+
+    @work(thread=True, exit_on_error=False, group="jobs", description="poll jobs")
+    def poll_jobs(self) -> None:
+        """Follow the fine-tuning jobs once (re-attaching on the first call); report endings."""
+        try:
+            self._poll_jobs_once()
+        finally:
+            self._polling_jobs = False
+
+    def _poll_jobs_once(self) -> None:
+        if self._job_statuses is None:
+            self.supervisor.reattach()
+        else:
+            self.supervisor.poll()
+        jobs = self.supervisor.list()
+        before, self._job_statuses = self._job_statuses, {job.id: job.status for job in jobs}
+        self.post_message(JobsUpdated(jobs))
+        if before is None:
+            return  # endings from before this launch are not news
+        for job in jobs:
+            if job.status in ENDED and before.get(job.id) != job.status:
+                self.post_message(JobEnded(job))
 
     @work(
         thread=True, exclusive=True, exit_on_error=False, group="models", description="active model"
@@ -161,6 +211,23 @@ class SageApp(App[None]):
     @on(ResourcesSampled)
     def _resources_sampled(self, message: ResourcesSampled) -> None:
         self.resources = message.snapshot
+
+    @on(JobsUpdated)
+    def _jobs_updated(self, message: JobsUpdated) -> None:
+        self.jobs = message.jobs
+        if self.screen_stack:  # none while the App shuts down
+            self.screen.post_message(JobsUpdated(message.jobs))
+
+    @on(JobEnded)
+    def _job_ended(self, message: JobEnded) -> None:
+        job = message.job
+        self.bell()
+        if self._driver is not None:
+            # OSC 9: a desktop notification in terminals that support it (others ignore it).
+            self._driver.write(f"\x1b]9;sage-tui: job {job.id} {job.status}\x07")
+        severity = "information" if job.status == "completed" else "warning"
+        detail = f": {job.error}" if job.error else ""
+        self.notify(f"Job {job.id} {job.status}{detail}", severity=severity, markup=False)
 
     @on(ModelProvisioning)
     def _model_provisioning(self, message: ModelProvisioning) -> None:

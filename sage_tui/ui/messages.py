@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from sage_tui.core.gpu import ResourceSnapshot
+from sage_tui.core.training.supervisor import Job
 
 
 @dataclass
@@ -40,3 +41,21 @@ class SwitchModelRequested(Message):
     """The user chose a model (base or adapter) to chat with."""
 
     name: str
+
+
+@dataclass
+class JobsUpdated(Message, bubble=False):
+    """The fine-tuning jobs as the App's job poller last read them, newest first."""
+
+    jobs: list[Job]
+
+    def can_replace(self, message: Message) -> bool:
+        # Only the newest list matters.
+        return isinstance(message, JobsUpdated)
+
+
+@dataclass
+class JobEnded(Message):
+    """A fine-tuning job completed, failed, was cancelled or was interrupted."""
+
+    job: Job

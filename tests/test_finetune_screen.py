@@ -1,0 +1,181 @@
+"""The Finetune screen driven through Pilot, with the fake runner standing in for training."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from sage_tui.core.training.supervisor import Supervisor
+from sage_tui.services import Services
+from sage_tui.ui.app import SageApp
+from sage_tui.ui.messages import JobEnded, SwitchModelRequested
+from sage_tui.ui.modals.use_backend import TITLE, UseBackendModal
+from sage_tui.ui.widgets.loss_chart import LossChartPanel
+from tests.conftest import REPO, FakeMonitor, no_gpu_snapshot
+
+FAKE_RUNNER = REPO / "tests" / "support" / "fake_runner.py"
+DATASET = "sample_data/sage_tui_facts.jsonl"
+
+
+def fake_command(job_dir: Path, resume: bool) -> list[str]:
+    return [sys.executable, str(FAKE_RUNNER), str(job_dir), "--mode", "ok"] + (
+        ["--resume"] if resume else []
+    )
+
+
+async def until(condition, seconds: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def make_app(provisioned_services: Services, monkeypatch: pytest.MonkeyPatch):
+    """A studio with the fake runner, a fast job poll, no engine; engine switches recorded."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(SageApp, "JOB_POLL_SECONDS", 0.2)
+    supervisor = Supervisor(
+        provisioned_services.store, provisioned_services.settings.paths, runner_command=fake_command
+    )
+
+    def make() -> SageApp:
+        app = SageApp(
+            provisioned_services,
+            FakeMonitor(no_gpu_snapshot()),
+            provision_default=False,
+            start_engine=False,
+            supervisor=supervisor,
+        )
+        app.switched = []
+        app.bells = 0
+        app.load_engine = app.switched.append
+
+        def bell() -> None:
+            app.bells += 1
+
+        app.bell = bell
+        return app
+
+    yield make
+    for job in supervisor.list():
+        if job.active:
+            supervisor.cancel(job.id, grace_seconds=2, term_seconds=2)
+
+
+def fill(app: SageApp, **values: str) -> None:
+    for widget_id, value in values.items():
+        app.screen.query_one(f"#finetune-{widget_id}", Input).value = value
+
+
+async def open_finetune(app: SageApp, pilot) -> None:
+    await pilot.press("f1")
+    await until(lambda: app.screen.bases and app.resources is not None)
+    await pilot.pause()
+
+
+async def test_start_follow_and_finish_a_job(make_app) -> None:
+    app = make_app()
+    seen: list = []
+    async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:
+        await open_finetune(app, pilot)
+        screen = app.screen
+        assert screen.query_one("#finetune-preset").value == "cpu"  # no GPU
+        fill(app, dataset=DATASET, task="ft-pilot")
+        await pilot.press("ctrl+s")
+
+        await until(lambda: any(job.id == "ft-pilot" for job in app.jobs))
+        await until(lambda: app.jobs[0].status == "completed")
+        job = app.jobs[0]
+        assert job.step == job.total_steps == 4 and job.progress == 1.0
+        await until(lambda: len(screen.query_one(LossChartPanel).losses) == 4)
+        assert screen.query_one(LossChartPanel).losses == [2.0, 1.0, 0.6667, 0.5]
+        assert screen.query_one("#finetune-jobs").get_row("ft-pilot")[1].plain == "completed"
+        assert "completed" in str(screen.query_one("#finetune-job-summary").render())
+
+        await until(lambda: any(isinstance(m, JobEnded) for m in seen))
+        ended = [m.job for m in seen if isinstance(m, JobEnded)]
+        assert [(j.id, j.status) for j in ended] == [("ft-pilot", "completed")]
+        assert app.bells == 1
+        # The next job gets a fresh name unless one is typed.
+        assert screen.query_one("#finetune-task", Input).value == ""
+
+
+async def test_bad_input_creates_no_job(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_finetune(app, pilot)
+        fill(app, dataset=DATASET, task="ft-bad", rank="12")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        notes = [n.message for n in app._notifications]
+        assert any("LoRA rank 12" in note for note in notes), notes
+
+        fill(app, rank="16", dataset="no/such/data.jsonl")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert any("does not exist" in n.message for n in app._notifications)
+
+        app.screen.query_one("#finetune-check").press()
+        report = app.screen.query_one("#finetune-dataset-report")
+        await until(lambda: "refused" in str(report.render()))
+        assert report.has_class("-error")
+        await asyncio.sleep(0.5)
+        assert app.supervisor.list() == []
+        assert not app.services.settings.paths.job_dir("ft-bad").exists()
+
+
+async def test_use_a_finished_job_as_backend(make_app, builtin_model_dir: Path) -> None:
+    from tests.support.adapters import tiny_adapter
+
+    adapter = tiny_adapter(builtin_model_dir)
+    app = make_app()
+    seen: list = []
+    async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:
+        await open_finetune(app, pilot)
+        fill(app, dataset=DATASET, task="ft-use")
+        await pilot.press("ctrl+s")
+        await until(lambda: app.jobs and app.jobs[0].status == "completed")
+        for file in adapter.iterdir():
+            if file.is_file():
+                shutil.copy(file, app.jobs[0].output_dir / file.name)
+
+        app.screen.query_one("#finetune-jobs").focus()
+        await pilot.press("u")
+        await until(lambda: isinstance(app.screen, UseBackendModal))
+        assert str(app.screen.query_one("#use-backend-title").render()) == TITLE
+        await pilot.press("enter")
+        await until(lambda: app.switched)
+
+        assert app.switched == ["sage-finetuned-ft-use"]
+        assert app.services.registry.active_name == "sage-finetuned-ft-use"
+        # Recorded where it is posted (the screen) and where it is handled (the App).
+        assert {m.name for m in seen if isinstance(m, SwitchModelRequested)} == {
+            "sage-finetuned-ft-use"
+        }
+
+
+async def test_escape_declines_and_unfinished_jobs_are_refused(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_finetune(app, pilot)
+        fill(app, dataset=DATASET, task="ft-no")
+        await pilot.press("ctrl+s")
+        await until(lambda: app.jobs and app.jobs[0].status == "completed")
+        app.screen.query_one("#finetune-jobs").focus()
+        await pilot.press("u")
+        await until(lambda: isinstance(app.screen, UseBackendModal))
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, UseBackendModal)
+        assert app.switched == [] and app.services.registry.active_name != "sage-finetuned-ft-no"
+
+        await pilot.press("d")
+        await until(lambda: app.jobs == [])
+        assert not app.services.settings.paths.job_dir("ft-no").exists()

@@ -1,0 +1,129 @@
+"""How the Finetune screen looks: the empty form, a running job, a failed job (fixed figures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import Input
+
+from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord
+from sage_tui.core.training.events import Event
+from sage_tui.core.training.spec import JobSpec
+from sage_tui.core.training.supervisor import Job
+from sage_tui.services import Services
+from sage_tui.ui.app import SageApp
+from tests.conftest import FakeMonitor, two_gpu_snapshot
+from tests.test_app import settle
+
+SIZE = (120, 40)
+BASE = "qwen2.5-7b-instruct"
+
+
+class FixedSupervisor:
+    """The few Supervisor calls the screen makes, answering with fixed jobs and events."""
+
+    def __init__(self, jobs: list[Job], losses: dict[str, list[float]]) -> None:
+        self.jobs = jobs
+        self.losses = losses
+
+    def reattach(self) -> list[Job]:
+        return []
+
+    def poll(self) -> list[Job]:
+        return []
+
+    def list(self) -> list[Job]:
+        return list(self.jobs)
+
+    def events(self, task_id: str, offset: int = 0) -> tuple[list[Event], int]:
+        steps = self.losses.get(task_id, [])
+        return [Event("step", 0.0, {"step": i + 1, "loss": v}) for i, v in enumerate(steps)], 0
+
+
+def job(tmp: Path, task_id: str, status: str, log: str, **progress) -> Job:
+    folder = tmp / task_id
+    folder.mkdir()
+    (folder / "train.log").write_text(log)
+    spec = JobSpec(task_id, BASE, "/srv/models/qwen", "/data/facts.jsonl")
+    return Job(
+        id=task_id,
+        base_model=BASE,
+        dataset=spec.dataset,
+        status=status,
+        spec=spec,
+        output_dir=folder,
+        pid=None,
+        error=progress.pop("error", None),
+        created_at=0.0,
+        started_at=0.0,
+        finished_at=None,
+        **progress,
+    )
+
+
+def losses(n: int) -> list[float]:
+    return [round(2.5 / (1 + 0.05 * i) + 0.1 * ((i * 7) % 5) / 5, 4) for i in range(n)]
+
+
+def make_app(services: Services, jobs: list[Job], curves: dict[str, list[float]]) -> SageApp:
+    services.store.upsert_model(ModelRecord(BASE, "base", "hf", "/srv/models/qwen"))
+    services.store.set_setting(ACTIVE_MODEL_KEY, BASE)
+    return SageApp(
+        services,
+        FakeMonitor(two_gpu_snapshot()),
+        provision_default=False,
+        start_engine=False,
+        supervisor=FixedSupervisor(jobs, curves),
+    )
+
+
+async def show(pilot) -> None:
+    pilot.app.engine_state = "ready"
+    await pilot.press("f1")
+    await settle(pilot.app)
+    pilot.app.screen.query_one("#finetune-task", Input).value = "ft-20250101-120000"
+    pilot.app.screen.query_one("#finetune-jobs").focus()
+    await settle(pilot.app)
+    await pilot.pause()
+
+
+def test_form(snap_compare, services: Services) -> None:
+    assert snap_compare(make_app(services, [], {}), terminal_size=SIZE, run_before=show)
+
+
+def test_running_job(snap_compare, services: Services, tmp_path: Path) -> None:
+    log = "".join(f"{{'loss': {v}, 'epoch': {i / 100:.2f}}}\n" for i, v in enumerate(losses(20)))
+    jobs = [
+        job(
+            tmp_path,
+            "ft-facts",
+            "running",
+            log,
+            step=120,
+            total_steps=400,
+            last_loss=0.8123,
+            eta_seconds=754.0,
+            tokens_per_second=2450.0,
+        ),
+        job(tmp_path, "ft-first", "completed", "done\n", step=40, total_steps=40, last_loss=0.4),
+    ]
+    app = make_app(services, jobs, {"ft-facts": losses(120)})
+    assert snap_compare(app, terminal_size=SIZE, run_before=show)
+
+
+def test_failed_job(snap_compare, services: Services, tmp_path: Path) -> None:
+    log = "Traceback (most recent call last):\n  ...\ntorch.OutOfMemoryError: CUDA out of memory\n"
+    jobs = [
+        job(
+            tmp_path,
+            "ft-oom",
+            "failed",
+            log,
+            step=3,
+            total_steps=400,
+            last_loss=2.31,
+            error="out of memory. Lower the batch size.",
+        )
+    ]
+    app = make_app(services, jobs, {"ft-oom": losses(3)})
+    assert snap_compare(app, terminal_size=SIZE, run_before=show)
