@@ -54,9 +54,8 @@ def tokens_per_row(base: Path, length: int) -> float:
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
-    sizes = [
-        min(length, len(tokenizer.apply_chat_template(r["messages"], tokenize=True))) for r in rows
-    ]
+    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in rows]
+    sizes = [min(length, len(tokenizer(t, add_special_tokens=False).input_ids)) for t in texts]
     return statistics.mean(sizes)
 
 

@@ -3,7 +3,6 @@ which loads in seconds; the vLLM path is covered in test_engine_manager)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from sage_tui.services import Services, open_services
 from sage_tui.ui.app import SageApp
 from sage_tui.ui.widgets.chat_message import ChatMessage
 from tests.conftest import BUILTIN, FakeMonitor, no_gpu_snapshot
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -25,14 +25,6 @@ def chat_services(settings, builtin_model_dir: Path) -> Services:
     services.registry.pull(BUILTIN)
     yield services
     services.store.close()
-
-
-async def until(condition, seconds: float = 90.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.05)
 
 
 def messages(app: SageApp) -> list[ChatMessage]:

@@ -17,6 +17,7 @@ from sage_tui.ui.messages import JobEnded, SwitchModelRequested
 from sage_tui.ui.modals.use_backend import TITLE, UseBackendModal
 from sage_tui.ui.widgets.loss_chart import LossChartPanel
 from tests.conftest import REPO, FakeMonitor, no_gpu_snapshot
+from tests.support.waiting import until
 
 FAKE_RUNNER = REPO / "tests" / "support" / "fake_runner.py"
 DATASET = "sample_data/sage_tui_facts.jsonl"
@@ -26,14 +27,6 @@ def fake_command(job_dir: Path, resume: bool) -> list[str]:
     return [sys.executable, str(FAKE_RUNNER), str(job_dir), "--mode", "ok"] + (
         ["--resume"] if resume else []
     )
-
-
-async def until(condition, seconds: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
