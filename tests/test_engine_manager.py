@@ -119,10 +119,7 @@ async def test_switching_base_model_and_back_reloads(manager: EngineManager) -> 
     assert reply.stats.finish_reason == "abort"
     assert to_twin.reloaded and back.reloaded and manager.loads == loads + 2
     assert manager.loaded_base.name == BUILTIN
-    await manager.switch_model("smol-twin")
     assert "Paris" in await (await manager.generate(FRANCE, GREEDY)).text()
-    await manager.switch_model(BUILTIN)
-    assert manager.loads == loads + 4
 
 
 async def test_failed_load_rolls_back_to_the_previous_model(
