@@ -44,10 +44,11 @@ def last_checkpoint(job_dir: Path) -> int:
 
 
 def save_checkpoint(job_dir: Path, events: EventWriter, step: int) -> Path:
-    """Make checkpoints/checkpoint-STEP with a file in it and report it."""
+    """Make checkpoints/checkpoint-STEP as the trainer does (state written last); report it."""
     path = job_dir / "checkpoints" / f"checkpoint-{step}"
     path.mkdir(parents=True, exist_ok=True)
     (path / "adapter_model.safetensors").write_bytes(b"fake")
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     events.write("checkpoint", step=step, path=str(path))
     return path
 

@@ -32,11 +32,15 @@ EXIT_FINISHED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
 
 
 def last_checkpoint(job_dir: Path) -> Path | None:
-    """The newest `checkpoints/checkpoint-N` folder with files in it."""
+    """The newest complete `checkpoints/checkpoint-N` folder.
+
+    The trainer writes `trainer_state.json` after the weights and optimizer state, so a
+    checkpoint without it was cut short (the process was killed while saving) and is skipped.
+    """
     found = []
     for folder in (job_dir / CHECKPOINTS).glob("checkpoint-*"):
         suffix = folder.name.rsplit("-", 1)[-1]
-        if suffix.isdigit() and folder.is_dir() and any(folder.iterdir()):
+        if suffix.isdigit() and (folder / "trainer_state.json").is_file():
             found.append((int(suffix), folder))
     return max(found)[1] if found else None
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from sage_tui.core.store import Store
 from sage_tui.core.training.events import Event, read_events
+from sage_tui.core.training.runner import last_checkpoint
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.errors import SageError
 from sage_tui.paths import Paths
@@ -43,7 +44,6 @@ RESUMABLE = ("cancelled", "interrupted", "failed")
 SPEC_FILE = "spec.json"
 LOG_FILE = "train.log"
 STOP_FILE = "STOP"
-CHECKPOINTS = "checkpoints"
 
 EXIT_FINISHED = 0
 EXIT_STOPPED = 3
@@ -258,22 +258,8 @@ class Supervisor:
         return read_events(Path(row["output_dir"]), offset)
 
     def last_checkpoint(self, task_id: str) -> Path | None:
-        """The highest-numbered `checkpoints/checkpoint-N` folder with files in it."""
-        folder = self.paths.job_dir(task_id) / CHECKPOINTS
-        best: tuple[int, Path] | None = None
-        try:
-            entries = list(folder.iterdir())
-        except OSError:
-            return None
-        for entry in entries:
-            prefix, _, number = entry.name.partition("-")
-            if prefix != "checkpoint" or not number.isdigit() or not entry.is_dir():
-                continue
-            if not any(entry.iterdir()):
-                continue
-            if best is None or int(number) > best[0]:
-                best = (int(number), entry)
-        return best[1] if best else None
+        """The newest complete checkpoint of a job (see `runner.last_checkpoint`)."""
+        return last_checkpoint(self.paths.job_dir(task_id))
 
     # -- bookkeeping ------------------------------------------------------------------------
 
