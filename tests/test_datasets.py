@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sage_tui.core.dataset_preview import Preview, preview, render_histogram
 from sage_tui.core.datasets import (
     DatasetError,
     Example,
@@ -20,8 +21,6 @@ from sage_tui.core.datasets import (
     fill_placeholders,
     find_placeholders,
     load_dataset_file,
-    preview,
-    render_histogram,
     split,
     to_messages,
     write_jsonl,
@@ -537,7 +536,6 @@ def test_preview_of_text_rows(tokenizer: Any) -> None:
 
 
 def test_histogram_buckets_and_bars() -> None:
-    from sage_tui.core.datasets import Preview
 
     shown = Preview(samples=[], lengths=[10, 10, 11, 30], max_length=20)
     assert shown.histogram(bins=3) == [(10, 16, 3), (17, 23, 0), (24, 30, 1)]

@@ -264,7 +264,8 @@ class FinetuneScreen(StudioScreen):
     )
     def check_dataset(self, path: Path, base_path: str | None, max_length: int) -> None:
         """Load the dataset and count its tokens with the base model's tokenizer."""
-        from sage_tui.core.datasets import load_dataset_file, preview
+        from sage_tui.core.dataset_preview import preview
+        from sage_tui.core.datasets import load_dataset_file
 
         try:
             loaded = load_dataset_file(path, skip_invalid=True)
