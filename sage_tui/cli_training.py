@@ -41,6 +41,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     ft.add_argument("--preset", choices=("cpu", "small-gpu", "large-gpu"), help="start values")
     ft.add_argument("--format", help="dataset format (default: detected)")
     ft.add_argument("--skip-invalid", action="store_true", help="drop bad rows instead of refusing")
+    ft.add_argument(
+        "--fill",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fill the dataset's {{KEY}} placeholders with VALUE (repeatable)",
+    )
     for flag, (_, kind, text) in JOB_FLAGS.items():
         ft.add_argument(flag, type=kind, help=text)
     ft.add_argument("--wait", action="store_true", help="follow the job until it ends")
@@ -92,16 +99,24 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _finetune(services, supervisor, args: argparse.Namespace) -> int:
-    from sage_tui.core.datasets import load_dataset_file
+    from sage_tui.core.dataset_placeholders import is_placeholder_warning
+    from sage_tui.core.datasets import find_placeholders, load_dataset_file
     from sage_tui.core.training.spec import PRESETS, JobSpec, preset_for
 
+    placeholders = _placeholder_values(args.fill)
     base = services.registry.get(args.base)
     if base.kind != "base":
         raise SageError(f"{args.base} is an adapter; fine-tune its base model {base.base_model}")
     data = args.data.expanduser().absolute()
     # Refuse a bad dataset now, before a job folder exists.
-    loaded = load_dataset_file(data, fmt=args.format, skip_invalid=args.skip_invalid)
+    loaded = load_dataset_file(
+        data, fmt=args.format, skip_invalid=args.skip_invalid, placeholders=placeholders
+    )
+    unfilled = find_placeholders(loaded.examples)
     for warning in loaded.warnings:
+        # Only a warning: braces in a dataset may be meant, so the job still starts.
+        if unfilled and is_placeholder_warning(warning):
+            warning += " (pass " + " ".join(f"--fill {name}=VALUE" for name in unfilled) + ")"
         print(f"warning: {warning}", file=sys.stderr)
     if loaded.skipped:
         print(f"skipping {loaded.skipped} invalid rows of {loaded.total_rows}", file=sys.stderr)
@@ -125,6 +140,7 @@ def _finetune(services, supervisor, args: argparse.Namespace) -> int:
         dataset=str(data),
         dataset_format=loaded.format.value,
         skip_invalid=args.skip_invalid,
+        placeholders=placeholders,
         **values,
     )
     job = supervisor.submit(spec)
@@ -135,6 +151,17 @@ def _finetune(services, supervisor, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return _wait(supervisor, job.id) if args.wait else 0
+
+
+def _placeholder_values(fills: list[str]) -> dict[str, str]:
+    """`--fill KEY=VALUE` arguments as placeholder values (a repeated key: the last wins)."""
+    values: dict[str, str] = {}
+    for fill in fills:
+        key, equals, value = fill.partition("=")
+        if not equals or not key:
+            raise SageError(f"--fill {fill!r} must be KEY=VALUE, for example --fill name=Sage")
+        values[key] = value
+    return values
 
 
 def _wait(supervisor, job_id: str) -> int:

@@ -40,6 +40,10 @@ class Settings:
     resource_poll_seconds: float = field(default=1.0, metadata={"env": "SAGE_POLL_SECONDS"})
     """How often the status line refreshes GPU / CPU figures."""
 
+    jobs_per_gpu: int = field(default=1, metadata={"env": "SAGE_JOBS_PER_GPU"})
+    """Fine-tuning jobs each GPU runs at a time (on a host without GPUs: jobs at a time);
+    more wait in the queue."""
+
     @property
     def paths(self) -> Paths:
         """On-disk locations under `home`."""
@@ -77,4 +81,8 @@ def _convert(name: str, raw: str, env: str) -> Any:
         if value <= 0:
             raise SageError(f"{env}={raw!r} is not a positive number of seconds")
         return value
+    if name == "jobs_per_gpu":
+        if not raw.strip().isdigit() or int(raw) < 1:
+            raise SageError(f"{env}={raw!r} is not a whole number of at least 1")
+        return int(raw)
     return raw

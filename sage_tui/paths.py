@@ -43,6 +43,16 @@ class Paths:
         """What the inference engine's processes print while the TUI runs."""
         return self.home / "logs" / "engine.log"
 
+    @property
+    def queue_log(self) -> Path:
+        """What the queue keeper (which starts queued jobs after the TUI exits) prints."""
+        return self.home / "logs" / "queue.log"
+
+    @property
+    def queue_lock(self) -> Path:
+        """Held by the running queue keeper, so that one is enough."""
+        return self.home / "queue.lock"
+
     def model_dir(self, name: str) -> Path:
         """Folder of the provisioned model `name`."""
         return self.models / name

@@ -3,6 +3,7 @@ adapter as the backend, and ask."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sage_tui.cli import main
+from sage_tui.core.training.supervisor import Supervisor
 from sage_tui.services import Services
 from tests.conftest import BUILTIN
 from tests.test_cli import one_line_error, run
@@ -82,6 +84,16 @@ def test_finetune_refusals_create_nothing(capsys, provisioned_services: Services
         (["--base", BUILTIN, "--data", str(FACTS), "--rank", "12"], "LoRA rank 12 is not one"),
         (["--base", BUILTIN, "--data", str(FACTS), "--lr", "3"], "learning rate 3.0 must be"),
         (["--base", BUILTIN, "--data", str(tmp_path / "none.jsonl")], "none.jsonl"),
+        (["--base", BUILTIN, "--data", str(FACTS), "--fill", "name"], "--fill 'name' must be"),
+        (["--base", BUILTIN, "--data", str(FACTS), "--fill", "=Sage"], "--fill '=Sage' must be"),
+        (
+            ["--base", BUILTIN, "--data", str(FACTS), "--fill", "my name=Sage"],
+            "placeholder name 'my name' must be",
+        ),
+        (
+            ["--base", BUILTIN, "--data", str(FACTS), "--fill", "name="],
+            "placeholder {{name}} needs a value",
+        ),
     ]
     for argv, expected in cases:
         code, _, err = run(capsys, "--home", home, "finetune", *argv)
@@ -92,3 +104,37 @@ def test_finetune_refusals_create_nothing(capsys, provisioned_services: Services
     code, _, err = run(capsys, "--home", home, "use", "no-such-job")
     assert code == 2 and "no model named 'no-such-job'" in one_line_error(err)
     assert main(["--home", home, "jobs", "list"]) == 0
+
+
+def test_fill_gives_the_job_its_placeholder_values(
+    capsys, monkeypatch: pytest.MonkeyPatch, provisioned_services: Services, tmp_path: Path
+) -> None:
+    # Created but not started: what is checked here is the spec the job is given.
+    monkeypatch.setattr(Supervisor, "submit", Supervisor.create)
+    home = str(provisioned_services.settings.home)
+    data = tmp_path / "identity.jsonl"
+    rows = [
+        {"instruction": "Who are you?", "output": "I am {{name}}, made by {{author}}."},
+        {"instruction": "Hi", "output": "Hello, I am {{name}}."},
+    ]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    start = ["--home", home, "finetune", "--base", BUILTIN, "--data", str(data), "--preset", "cpu"]
+
+    code, out, err = run(capsys, *start, "--name", "half", "--fill", "name=Sage")
+    assert code == 0 and out == "half\n"
+    assert (
+        f"warning: {data}: 1 of 2 rows hold unfilled placeholders {{{{author}}}};"
+        " fill them in before training (pass --fill author=VALUE)\n"
+    ) in err
+
+    fills = ["--fill", "name=Sage", "--fill", "author=A = B"]
+    code, out, err = run(capsys, *start, "--name", "whole", *fills)
+    assert code == 0 and out == "whole\n" and "warning" not in err
+
+    paths = provisioned_services.settings.paths
+    specs = {
+        name: json.loads((paths.job_dir(name) / "spec.json").read_text())
+        for name in ("half", "whole")
+    }
+    assert specs["half"]["placeholders"] == {"name": "Sage"}
+    assert specs["whole"]["placeholders"] == {"name": "Sage", "author": "A = B"}

@@ -1,4 +1,5 @@
-"""Dataset files in every supported shape: detection, conversion, validation, split, preview."""
+"""Dataset files in every supported format: detection, conversion, the real shared files,
+split, write and preview."""
 
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ from sage_tui.core.datasets import (
     Format,
     InvalidRow,
     detect_format,
-    fill_placeholders,
-    find_placeholders,
     load_dataset_file,
     split,
     to_messages,
@@ -160,19 +159,6 @@ def test_first_rows_decide_by_majority() -> None:
     assert detect_format([{"weird": 1}, {"text": "x"}, {"text": "y"}]) is Format.TEXT
 
 
-def test_json_object_with_one_list_field(tmp_path: Path) -> None:
-    path = tmp_path / "wrapped.json"
-    rows = [{"prompt": "a", "completion": "b"}, {"prompt": "c"}]
-    path.write_text(json.dumps({"version": 2, "data": rows}, indent=1))
-    with pytest.raises(DatasetError) as err:
-        load_dataset_file(path)
-    # The second row starts on line 8 of the indented file.
-    assert str(err.value) == (
-        f"{path}: 1 of 2 rows are invalid (line 8 (row 2): missing 'completion');"
-        " fix them or pass --skip-invalid"
-    )
-
-
 def test_named_format_overrides_detection(tmp_path: Path) -> None:
     path = write_rows(tmp_path / "d.jsonl", [{"text": "x", "prompt": "p", "completion": "c"}])
     assert load_dataset_file(path).format is Format.PROMPT_COMPLETION
@@ -186,212 +172,6 @@ def test_to_messages_on_single_rows() -> None:
     with pytest.raises(InvalidRow, match=r"^missing 'output'$"):
         to_messages({"instruction": "q"}, Format.ALPACA)
     assert issubclass(DatasetError, SageError)
-
-
-# --- bad rows ---------------------------------------------------------------------------------
-
-GOOD = {"instruction": "q", "output": "a"}
-GOOD_LINE = json.dumps(GOOD)
-USER = {"role": "user", "content": "Hi"}
-
-
-def chat_line(*messages: dict[str, Any]) -> str:
-    return json.dumps({"messages": list(messages)})
-
-
-def invalid(line: int, reason: str, total: int = 3) -> str:
-    return f"1 of {total} rows are invalid (line {line}: {reason}); fix them or pass --skip-invalid"
-
-
-# (file name, lines (joined with newlines) or raw bytes, expected message after "<path>: ")
-BAD_CASES: list[tuple[str, str | bytes, str]] = [
-    (
-        "missing.jsonl",
-        f'{GOOD_LINE}\n{GOOD_LINE}\n{{"instruction": "q"}}\n',
-        invalid(3, "missing 'output'"),
-    ),
-    (
-        "wrong_type.jsonl",
-        f'{GOOD_LINE}\n{{"instruction": "q", "output": 5}}\n{GOOD_LINE}\n',
-        invalid(2, "'output' must be a string, got number"),
-    ),
-    (
-        "empty_content.jsonl",
-        "\n".join(
-            [
-                chat_line(USER, {"role": "assistant", "content": "ok"}),
-                chat_line(USER, {"role": "assistant", "content": "   "}),
-                chat_line(USER, {"role": "assistant", "content": "ok"}),
-            ]
-        ),
-        invalid(2, "message 2 has empty 'content'"),
-    ),
-    (
-        "content_type.jsonl",
-        "\n".join(
-            [
-                chat_line(USER, {"role": "assistant", "content": ["ok"]}),
-                chat_line(USER, {"role": "assistant", "content": "ok"}),
-                chat_line(USER, {"role": "assistant", "content": "ok"}),
-            ]
-        ),
-        invalid(1, "message 2: 'content' must be a string, got array"),
-    ),
-    (
-        "not_object.jsonl",
-        f"{GOOD_LINE}\n\n[1, 2]\n{GOOD_LINE}\n",
-        invalid(3, "expected a JSON object, got array"),
-    ),
-    (
-        "broken.jsonl",
-        f'{GOOD_LINE}\n{GOOD_LINE}\n{{"instruction": "q",\n',
-        invalid(3, "not valid JSON: Expecting property name enclosed in double quotes (column 21)"),
-    ),
-    (
-        "not_utf8.jsonl",
-        GOOD_LINE.encode() + b'\n{"instruction": "caf\xe9", "output": "a"}\n',
-        "line 2 is not valid UTF-8 (byte 0xe9 at column 21); save the file as UTF-8",
-    ),
-    (
-        "last_turn.jsonl",
-        "\n".join(
-            [chat_line(USER, {"role": "assistant", "content": "ok"})] * 2 + [chat_line(USER)]
-        ),
-        invalid(3, "last turn is 'user', expected 'assistant'"),
-    ),
-    (
-        "no_user.jsonl",
-        "\n".join(
-            [chat_line(USER, {"role": "assistant", "content": "ok"})] * 2
-            + [chat_line({"role": "assistant", "content": "ok"})]
-        ),
-        invalid(3, "no user turn"),
-    ),
-    (
-        "unknown_role.jsonl",
-        "\n".join(
-            [chat_line(USER, {"role": "assistant", "content": "ok"})] * 2
-            + [chat_line(USER, {"role": "bot", "content": "ok"})]
-        ),
-        invalid(3, 'message 2 has unknown role "bot" (expected system, user, assistant, tool)'),
-    ),
-    (
-        "unknown_from.json",
-        json.dumps(
-            [{"conversations": [{"from": "human", "value": "q"}, {"from": "robot", "value": "a"}]}]
-            * 2,
-            indent=2,
-        ),
-        "all 2 rows are invalid as sharegpt (line 2 (row 1): turn 2 has unknown 'from' value"
-        ' "robot" (expected human, user, gpt, assistant, model, system, function_call,'
-        " observation, tool); line 14 (row 2): turn 2 has unknown 'from' value"
-        ' "robot" (expected human, user, gpt, assistant, model, system, function_call,'
-        " observation, tool))",
-    ),
-    (
-        "array_row.json",
-        json.dumps([GOOD, {"instruction": "q"}, GOOD], indent=2),
-        invalid(6, "missing 'output'").replace("line 6:", "line 6 (row 2):"),
-    ),
-    (
-        "csv_row.csv",
-        'instruction,input,output\nq,,a\n"multi\nline",,\nq,,a\n',
-        invalid(3, "empty 'output'"),
-    ),
-    ("empty.jsonl", "\n\n", "has no rows"),
-    ("empty.json", "[]", "has no rows"),
-    ("empty.csv", "", "has no rows"),
-    (
-        "unknown_keys.jsonl",
-        '{"question": "q", "answer": "a"}\n',
-        "cannot tell the format from the keys found (answer, question); formats understood:"
-        " messages (messages); sharegpt (conversations); alpaca (instruction, input, output);"
-        " prompt_completion (prompt, completion); text (text)",
-    ),
-    (
-        "mixed.jsonl",
-        '{"text": "t"}\n{"prompt": "p", "completion": "c"}\n',
-        "cannot tell the format, the first 2 rows look like prompt_completion (1), text (1);"
-        " pass --format (formats understood: messages (messages); sharegpt (conversations);"
-        " alpaca (instruction, input, output); prompt_completion (prompt, completion);"
-        " text (text))",
-    ),
-    ("data.txt", "hello", "unsupported file type '.txt' (supported: .jsonl, .json, .csv)"),
-    (
-        "broken.json",
-        '[\n  {"text": "a"},\n  {"text": "b"\n]',
-        "not valid JSON at line 4, column 1: Expecting ',' delimiter",
-    ),
-    (
-        "scalar.json",
-        '"just a string"',
-        "expected a JSON array of rows, got string",
-    ),
-]
-
-
-@pytest.mark.parametrize(("name", "content", "expected"), BAD_CASES, ids=[c[0] for c in BAD_CASES])
-def test_bad_files_give_one_line_naming_file_and_line(
-    tmp_path: Path, name: str, content: str | bytes, expected: str
-) -> None:
-    path = tmp_path / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    with pytest.raises(DatasetError) as err:
-        load_dataset_file(path)
-    message = str(err.value)
-    assert "\n" not in message
-    separator = " " if expected == "has no rows" else ": "
-    assert message == f"{path}{separator}{expected}"
-
-
-def test_skip_invalid_keeps_good_rows_and_reports_the_rest(tmp_path: Path) -> None:
-    lines = [GOOD_LINE] * 10
-    for bad in (1, 4, 5, 6, 7, 8, 9):
-        lines[bad] = '{"instruction": "q"}'
-    path = tmp_path / "many.jsonl"
-    path.write_text("\n".join(lines))
-
-    with pytest.raises(DatasetError) as err:
-        load_dataset_file(path)
-    assert str(err.value) == (
-        f"{path}: 7 of 10 rows are invalid (line 2: missing 'output'; line 5: missing 'output';"
-        " line 6: missing 'output'; line 7: missing 'output'; line 8: missing 'output';"
-        " and 2 more); fix them or pass --skip-invalid"
-    )
-
-    loaded = load_dataset_file(path, skip_invalid=True)
-    assert len(loaded.examples) == 3 and loaded.skipped == 7 and loaded.total_rows == 10
-    assert [p.line for p in loaded.problems] == [2, 5, 6, 7, 8, 9, 10]
-    assert [p.row_index for p in loaded.problems] == [1, 4, 5, 6, 7, 8, 9]
-    assert [e.line for e in loaded.examples] == [1, 3, 4]
-
-
-def test_zero_valid_rows_refused_even_when_skipping(tmp_path: Path) -> None:
-    path = write_rows(tmp_path / "bad.jsonl", [{"instruction": "q"}, {"instruction": "r"}])
-    with pytest.raises(DatasetError) as err:
-        load_dataset_file(path, skip_invalid=True)
-    assert str(err.value) == (
-        f"{path}: all 2 rows are invalid as alpaca"
-        " (line 1: missing 'output'; line 2: missing 'output')"
-    )
-
-
-def test_missing_and_folder_paths(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="does not exist"):
-        load_dataset_file(tmp_path / "nope.jsonl")
-    folder = tmp_path / "dir.json"
-    folder.mkdir()
-    with pytest.raises(DatasetError, match="is a folder"):
-        load_dataset_file(folder)
-
-
-def test_json_lines_saved_as_json_still_load(tmp_path: Path) -> None:
-    path = tmp_path / "lines.json"
-    path.write_text('{"text": "a"}\n{"text": "b"}\n')
-    assert [e.text for e in load_dataset_file(path).examples] == ["a", "b"]
 
 
 # --- the real shared files ----------------------------------------------------------------------
@@ -430,23 +210,6 @@ def test_glaive_tool_turns_map_to_assistant_and_tool() -> None:
     ]
     assert first[3]["content"].startswith('{"name": "search_recipes"')
     assert first[4]["content"].startswith('{"recipes"')
-
-
-def test_identity_placeholders_warn_until_filled() -> None:
-    loaded = load_dataset_file(shared("identity.json"))
-    assert len(loaded.warnings) == 1
-    warning = loaded.warnings[0]
-    assert "identity.json" in warning and "{{name}}" in warning and "{{author}}" in warning
-    assert set(find_placeholders(loaded.examples)) == {"name", "author"}
-
-    filled = loaded.fill_placeholders({"name": "Sage", "author": "the SAGE team"})
-    assert filled.warnings == []
-    assert "I am Sage, an AI assistant developed by the SAGE team" in str(filled.examples)
-
-    examples = fill_placeholders(loaded.examples, {"name": "Sage"})
-    assert find_placeholders(examples) == {"author": find_placeholders(loaded.examples)["author"]}
-    rows = fill_placeholders([{"output": "I am {{ name }}"}], {"name": "Sage"})
-    assert rows == [{"output": "I am Sage"}]
 
 
 # --- split and write ----------------------------------------------------------------------------

@@ -23,8 +23,13 @@ FAKE_RUNNER = REPO / "tests" / "support" / "fake_runner.py"
 DATASET = "sample_data/sage_tui_facts.jsonl"
 
 
+MODES: dict[str, str] = {}
+"""The fake runner's mode per task id (default "ok")."""
+
+
 def fake_command(job_dir: Path, resume: bool) -> list[str]:
-    return [sys.executable, str(FAKE_RUNNER), str(job_dir), "--mode", "ok"] + (
+    mode = MODES.get(job_dir.name, "ok")
+    return [sys.executable, str(FAKE_RUNNER), str(job_dir), "--mode", mode] + (
         ["--resume"] if resume else []
     )
 
@@ -34,8 +39,12 @@ def make_app(provisioned_services: Services, monkeypatch: pytest.MonkeyPatch):
     """A studio with the fake runner, a fast job poll, no engine; engine switches recorded."""
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(SageApp, "JOB_POLL_SECONDS", 0.2)
+    MODES.clear()
     supervisor = Supervisor(
-        provisioned_services.store, provisioned_services.settings.paths, runner_command=fake_command
+        provisioned_services.store,
+        provisioned_services.settings.paths,
+        runner_command=fake_command,
+        devices=lambda: [],
     )
 
     def make() -> SageApp:
@@ -172,3 +181,47 @@ async def test_escape_declines_and_unfinished_jobs_are_refused(make_app) -> None
         await pilot.press("d")
         await until(lambda: app.jobs == [])
         assert not app.services.settings.paths.job_dir("ft-no").exists()
+
+
+async def test_cancel_then_resume_from_the_screen(make_app) -> None:
+    MODES["ft-stop"] = "hang"
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_finetune(app, pilot)
+        fill(app, dataset=DATASET, task="ft-stop")
+        await pilot.press("ctrl+s")
+        await until(lambda: app.jobs and app.jobs[0].status == "running" and app.jobs[0].step)
+        table = app.screen.query_one("#finetune-jobs")
+        assert table.get_row("ft-stop")[2] == "CPU"
+        table.focus()
+        await pilot.press("d")  # refused while it runs, and the user is told why
+        await until(lambda: any("cancel it before" in n.message for n in app._notifications))
+        await pilot.press("c")
+        await until(lambda: app.jobs[0].status == "cancelled")
+        stopped_at = app.jobs[0].step
+        checkpoint = app.supervisor.last_checkpoint("ft-stop")
+        assert checkpoint is not None and checkpoint.name == f"checkpoint-{stopped_at}"
+
+        MODES["ft-stop"] = "ok"
+        await pilot.press("r")
+        await until(lambda: app.jobs[0].status == "completed")
+        assert app.jobs[0].step == stopped_at + 4  # went on from the checkpoint
+        argv = (app.jobs[0].output_dir / "argv.jsonl").read_text().splitlines()
+        assert len(argv) == 2 and "--resume" in argv[1]
+        notes = [n.message for n in app._notifications]
+        assert "Job ft-stop running." in notes  # the resume
+
+
+async def test_gpu_field_is_checked_before_a_job_exists(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_finetune(app, pilot)
+        fill(app, dataset=DATASET, task="ft-gpu", gpus="first")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert any("expected GPU numbers" in n.message for n in app._notifications)
+        fill(app, gpus="0")  # this host has none
+        await pilot.press("ctrl+s")
+        await until(lambda: any("no usable GPU" in n.message for n in app._notifications))
+        assert app.supervisor.list() == []
+        assert not app.services.settings.paths.job_dir("ft-gpu").exists()

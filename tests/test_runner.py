@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from sage_tui.core.training.events import read_events
-from sage_tui.core.training.runner import STOP_FILE, describe_failure, last_checkpoint
+from sage_tui.core.training.runner import (
+    STOP_FILE,
+    describe_failure,
+    last_checkpoint,
+    load_examples,
+)
 from sage_tui.core.training.spec import JobSpec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,6 +130,29 @@ def test_a_bad_dataset_fails_with_the_reason(tmp_path: Path, builtin_model_dir: 
     assert failed.kind == "failed"
     assert "bad.jsonl" in failed.data["reason"] and "line 1" in failed.data["reason"]
     assert failed.data["suggestion"] == "fix the dataset or the settings, then start a new job"
+
+
+def test_the_specs_placeholder_values_reach_the_training_rows(tmp_path: Path) -> None:
+    data = tmp_path / "identity.jsonl"
+    data.write_text(json.dumps({"instruction": "Who are you?", "output": "I am {{name}}."}))
+    spec = JobSpec(
+        task_id="j",
+        base_model="m",
+        base_path=str(tmp_path),
+        dataset=str(data),
+        placeholders={"name": "Sage"},
+    )
+    assert load_examples(spec) == (
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "Who are you?"},
+                    {"role": "assistant", "content": "I am Sage."},
+                ]
+            }
+        ],
+        [],
+    )
 
 
 def test_resume_without_a_checkpoint_fails_clearly(tmp_path: Path, builtin_model_dir: Path) -> None:

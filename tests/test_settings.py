@@ -18,12 +18,10 @@ def test_defaults_env_and_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("SAGE_HOME", str(tmp_path / "env"))
     monkeypatch.setenv("SAGE_ENGINE", "transformers")
     monkeypatch.setenv("SAGE_POLL_SECONDS", "0.5")
+    monkeypatch.setenv("SAGE_JOBS_PER_GPU", "2")
     from_env = Settings.load()
-    assert (from_env.home, from_env.engine, from_env.resource_poll_seconds) == (
-        tmp_path / "env",
-        "transformers",
-        0.5,
-    )
+    got = (from_env.home, from_env.engine, from_env.resource_poll_seconds, from_env.jobs_per_gpu)
+    assert got == (tmp_path / "env", "transformers", 0.5, 2)
     flagged = Settings.load(home=str(tmp_path / "flag"), engine="vllm")
     assert (flagged.home, flagged.engine) == (tmp_path / "flag", "vllm")
 
@@ -34,6 +32,8 @@ def test_defaults_env_and_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("SAGE_ENGINE", "tensorrt", "unknown engine 'tensorrt'"),
         ("SAGE_POLL_SECONDS", "soon", "SAGE_POLL_SECONDS='soon' is not a positive number"),
         ("SAGE_POLL_SECONDS", "-1", "is not a positive number"),
+        ("SAGE_JOBS_PER_GPU", "0", "SAGE_JOBS_PER_GPU='0' is not a whole number of at least 1"),
+        ("SAGE_JOBS_PER_GPU", "two", "is not a whole number"),
     ],
 )
 def test_bad_settings_are_named(

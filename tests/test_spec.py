@@ -33,6 +33,9 @@ def spec(tmp_path: Path) -> JobSpec:
         ({"eval_fraction": 0.9}, "eval fraction 0.9 must be in 0..0.5"),
         ({"save_steps": 0}, "checkpoint interval 0 must be at least 1"),
         ({"lr_scheduler": "wild"}, "scheduler 'wild' must be constant, linear or cosine"),
+        ({"placeholders": {"my name": "Sage"}}, "placeholder name 'my name' must be letters"),
+        ({"placeholders": {"1st": "Sage"}}, "placeholder name '1st' must be letters"),
+        ({"placeholders": {"name": " "}}, "placeholder {{name}} needs a value"),
         ({"dataset": "/nonexistent/data.jsonl"}, "dataset /nonexistent/data.jsonl does not exist"),
         (
             {"base_path": "/nonexistent/model"},
@@ -49,7 +52,8 @@ def test_out_of_range_values_are_named(spec: JobSpec, changes: dict, message: st
 
 def test_defaults_are_valid_and_round_trip(spec: JobSpec, tmp_path: Path) -> None:
     spec.check()
-    assert spec.target_modules == "all-linear" and spec.lora_r == 16
+    assert spec.target_modules == "all-linear" and spec.lora_r == 16 and spec.placeholders == {}
+    spec = spec.with_changes(placeholders={"name": "Sage", "author": "the SAGE team"}).check()
     path = tmp_path / "spec.json"
     path.write_text(spec.to_json())
     assert JobSpec.from_file(path) == spec

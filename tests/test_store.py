@@ -39,10 +39,13 @@ def test_failed_migration_leaves_previous_version_and_data(tmp_path: Path) -> No
     path = tmp_path / "db"
     Store(path).upsert_model(ModelRecord("m", "base", "local", "/models/m"))
     broken = f"{V2}\nCREATE TABLE models (x);"  # second statement fails after the first ran
-    with pytest.raises(StoreError, match=r"schema version 2 failed .* stays at version 1"):
+    latest = len(MIGRATIONS)
+    with pytest.raises(
+        StoreError, match=rf"schema version {latest + 1} failed .* stays at version {latest}"
+    ):
         Store(path, migrations=(*MIGRATIONS, broken))
     again = Store(path)
-    assert again.schema_version == 1
+    assert again.schema_version == latest
     columns = [r[1] for r in again._db.execute("PRAGMA table_info(models)")]
     assert "note" not in columns  # the first statement was rolled back too
     assert again.get_model("m") is not None
@@ -95,3 +98,16 @@ def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
         db.execute("INSERT INTO settings (key, value) VALUES ('a', '1')")
         db.execute("INSERT INTO settings (key, value) VALUES ('a', '2')")
     assert store.get_setting("a") is None
+
+
+def test_jobs_from_version_1_gain_an_empty_placement(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    old = Store(path, migrations=MIGRATIONS[:1])
+    with old.transaction() as db:
+        db.execute(
+            "INSERT INTO jobs (id, base_model, dataset, status, spec, output_dir, created_at)"
+            " VALUES ('j', 'm', 'd.jsonl', 'completed', '{}', 'out', 1.0)"
+        )
+    old.close()
+    row = Store(path)._db.execute("SELECT status, gpus FROM jobs WHERE id = 'j'").fetchone()
+    assert tuple(row) == ("completed", None)

@@ -70,6 +70,10 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 1 -> 2: where a running job was placed: a JSON list of GPU numbers ([] for the CPU).
+    """
+    ALTER TABLE jobs ADD COLUMN gpus TEXT;
+    """,
 )
 
 ACTIVE_MODEL_KEY = "active_model"

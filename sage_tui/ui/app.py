@@ -85,7 +85,11 @@ class SageApp(App[None]):
         self.supervisor = (
             supervisor
             if supervisor is not None
-            else Supervisor(services.store, services.settings.paths)
+            else Supervisor(
+                services.store,
+                services.settings.paths,
+                jobs_per_device=services.settings.jobs_per_gpu,
+            )
         )
         """Fine-tuning jobs; owned here because jobs outlive screens."""
         self.jobs: list[Job] = []

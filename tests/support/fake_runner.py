@@ -12,7 +12,8 @@ the file `JOB_DIR/fake_mode`, else $FAKE_RUNNER_MODE, else "ok":
 - stubborn: steps forever, ignoring STOP and SIGTERM (only SIGKILL ends it)
 - crash: started, a step, then os._exit(9) without a terminal event
 
-Each run appends its argv to `JOB_DIR/argv.jsonl`.
+Each run appends its argv to `JOB_DIR/argv.jsonl`, and the GPUs it was given
+(CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER) to `JOB_DIR/gpus.jsonl`.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def main(argv: list[str]) -> int:
     mode = mode or os.environ.get("FAKE_RUNNER_MODE") or "ok"
     with open(job_dir / "argv.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps(argv) + "\n")
+    with open(job_dir / "gpus.jsonl", "a", encoding="utf-8") as handle:
+        names = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+        handle.write(json.dumps({name: os.environ.get(name) for name in names}) + "\n")
 
     stop = {"requested": False}
     if mode == "stubborn":

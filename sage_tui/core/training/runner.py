@@ -46,11 +46,15 @@ def last_checkpoint(job_dir: Path) -> Path | None:
 
 
 def load_examples(spec: JobSpec) -> tuple[list[dict], list[dict]]:
-    """Training and evaluation rows for TRL: {"messages": [...]} or {"text": ...}."""
+    """Training and evaluation rows for TRL: {"messages": [...]} or {"text": ...}, with the
+    spec's placeholder values filled in."""
     from sage_tui.core.datasets import load_dataset_file, split
 
     loaded = load_dataset_file(
-        Path(spec.dataset), fmt=spec.dataset_format, skip_invalid=spec.skip_invalid
+        Path(spec.dataset),
+        fmt=spec.dataset_format,
+        skip_invalid=spec.skip_invalid,
+        placeholders=spec.placeholders,
     )
     train, evaluation = split(loaded.examples, spec.eval_fraction, seed=spec.seed)
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sage_tui.core.dataset_placeholders import PLACEHOLDER_NAME
 from sage_tui.core.engines.plan import VLLM_LORA_RANKS
 from sage_tui.errors import SageError
 
@@ -38,6 +39,8 @@ class JobSpec:
     dataset_format: str | None = None
     """None: detected from the rows."""
     skip_invalid: bool = False
+    placeholders: dict[str, str] = field(default_factory=dict)
+    """Values for `{{name}}` placeholders in the dataset, filled in before training."""
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -55,6 +58,9 @@ class JobSpec:
     """Checkpoint interval in optimiser steps."""
     warmup_ratio: float = 0.0
     lr_scheduler: str = "constant"
+    gpus: list[int] = field(default_factory=list)
+    """GPUs (numbered as nvidia-smi numbers them) the job must run on; empty: the queue picks a
+    free one."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further SFTConfig arguments, for experts (e.g. {"use_liger_kernel": true} on GPUs)."""
 
@@ -111,6 +117,18 @@ def spec_problems(spec: JobSpec) -> list[str]:
         ),
     ]
     problems += [message for ok, message in checks if not ok]
+    if any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in spec.gpus) or len(
+        set(spec.gpus)
+    ) != len(spec.gpus):
+        problems.append(f"GPUs {spec.gpus} must be distinct GPU numbers (0, 1, ...)")
+    for name, value in spec.placeholders.items():
+        if not isinstance(name, str) or not PLACEHOLDER_NAME.fullmatch(name):
+            problems.append(
+                f"placeholder name {name!r} must be letters, digits or '_', not starting with"
+                " a digit"
+            )
+        elif not isinstance(value, str) or not value.strip():
+            problems.append(f"placeholder {{{{{name}}}}} needs a value")
     if not Path(spec.dataset).is_file():
         problems.append(f"dataset {spec.dataset} does not exist")
     if not Path(spec.base_path).is_dir():

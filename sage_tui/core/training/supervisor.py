@@ -7,14 +7,19 @@ runner's `events.jsonl` and exit code decide how a job ended, never words in a l
 
 `poll()` is the bookkeeping: call it about once a second from a worker thread. It follows the
 events of running jobs, notices processes that ended, settles their status and starts queued
-jobs while fewer than `max_running` run. A new Supervisor (a new launch of the TUI) re-attaches
-to jobs an earlier one left running with `reattach()`, checking their pid and, against pid
-reuse, that the process's command line names the job's folder.
+jobs where `placement.place` finds room: one job per GPU by default (`jobs_per_device`), on
+the GPU the job is pinned to or the least busy one, the runner seeing only that GPU; on a host
+without GPUs, one job at a time. A new Supervisor (a new launch of the TUI) re-attaches to
+jobs an earlier one left running with `reattach()`, checking their pid and, against pid reuse,
+that the process's command line names the job's folder. When the last process that polls
+exits with jobs still queued, `hand_over_queue()` leaves a small keeper process
+(`training.keeper`) to start them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -25,13 +30,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from sage_tui.core.store import Store
 from sage_tui.core.training.events import Event, read_events
+from sage_tui.core.training.placement import Device, PlacementError, describe, place, visible_gpus
 from sage_tui.core.training.runner import last_checkpoint
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.errors import SageError
@@ -51,6 +57,7 @@ TERMINAL_EVENTS = ("finished", "stopped", "failed")
 NO_RESULT = "the training process ended without a result"
 
 RunnerCommand = Callable[[Path, bool], list[str]]
+DeviceProbe = Callable[[], Sequence[Device]]
 
 
 class JobError(SageError):
@@ -61,6 +68,25 @@ def default_runner_command(job_dir: Path, resume: bool) -> list[str]:
     """The real runner's command line for a job folder."""
     command = [sys.executable, "-m", "sage_tui.core.training.runner", str(job_dir)]
     return [*command, "--resume"] if resume else command
+
+
+class HostDevices:
+    """The host's GPUs for the queue: NVML's, limited by the caller's CUDA_VISIBLE_DEVICES."""
+
+    def __init__(self) -> None:
+        self._monitor: Any = None
+
+    def __call__(self) -> list[Device]:
+        from sage_tui.core.gpu import ResourceMonitor
+
+        if self._monitor is None:
+            self._monitor = ResourceMonitor()
+        allowed = visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return [
+            Device(gpu.index, gpu.memory_free)
+            for gpu in self._monitor.sample().gpus
+            if allowed is None or gpu.index in allowed
+        ]
 
 
 @dataclass(frozen=True)
@@ -78,6 +104,8 @@ class Job:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    gpus: tuple[int, ...] | None = None
+    """Where it runs or last ran: GPU numbers, () for the CPU, None before its first start."""
     step: int | None = None
     total_steps: int | None = None
     last_loss: float | None = None
@@ -90,6 +118,11 @@ class Job:
     def active(self) -> bool:
         """Queued or running."""
         return self.status in ("queued", "running")
+
+    @property
+    def placement(self) -> str:
+        """Where it runs or last ran, in words ("GPU 1", "CPU"; "" before its first start)."""
+        return describe(self.gpus)
 
     @property
     def progress(self) -> float | None:
@@ -148,14 +181,21 @@ class Supervisor:
         paths: Paths,
         *,
         runner_command: RunnerCommand | None = None,
-        max_running: int = 1,
+        jobs_per_device: int = 1,
+        devices: DeviceProbe | None = None,
+        hand_over: bool | None = None,
     ) -> None:
-        if max_running < 1:
-            raise ValueError("max_running must be at least 1")
+        if jobs_per_device < 1:
+            raise ValueError("jobs_per_device must be at least 1")
         self.store = store
         self.paths = paths
         self.runner_command: RunnerCommand = runner_command or default_runner_command
-        self.max_running = max_running
+        self.jobs_per_device = jobs_per_device
+        """Jobs each GPU runs at a time (on a host without GPUs: jobs at a time)."""
+        self.devices: DeviceProbe = devices or HostDevices()
+        self.hand_over = runner_command is None if hand_over is None else hand_over
+        """Start a queue keeper when a job is left queued (only the real runner can be handed
+        to another process)."""
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._follow: dict[str, _Follow] = {}
@@ -163,8 +203,16 @@ class Supervisor:
     # -- creating and starting --------------------------------------------------------------
 
     def create(self, spec: JobSpec) -> Job:
-        """Check the spec, make the job's folder with spec.json and record the job as queued."""
+        """Check the spec, make the job's folder with spec.json and record the job as queued.
+
+        A job pinned to a GPU this host does not have is refused here, before anything exists.
+        """
         spec.check()
+        if spec.gpus:
+            try:
+                place(spec.gpus, list(self.devices()), [], self.jobs_per_device)
+            except PlacementError as err:
+                raise JobError(f"job {spec.task_id}: {err}") from None
         job_dir = self.paths.job_dir(spec.task_id)
         with self._lock:
             if self._row(spec.task_id) is not None:
@@ -194,8 +242,8 @@ class Supervisor:
     def start(self, task_id: str, *, resume: bool = False) -> Job:
         """Start a queued job, or resume an ended one from its last checkpoint.
 
-        With `max_running` jobs already running the job stays queued; `poll()` starts it
-        when a slot frees (from its checkpoint when it has one).
+        While its GPU (or every GPU) is busy the job stays queued; `poll()` starts it when one
+        frees (from its checkpoint when it has one). JobError when it cannot start at all.
         """
         with self._lock:
             row = self._require(task_id)
@@ -226,10 +274,13 @@ class Supervisor:
                     else "submit a new job"
                 )
                 raise JobError(f"job {task_id} is {status}: {hint}")
-            if self._running_count() < self.max_running:
-                # A queued job with a checkpoint was queued by a resume.
-                self._spawn(task_id, resume=self.last_checkpoint(task_id) is not None)
-            return self.get(task_id)
+            self._start_queued()
+            job = self.get(task_id)
+        if job.status == "failed":
+            raise JobError(f"job {task_id}: {job.error}")
+        if job.status == "queued" and self.hand_over:
+            self._hand_over_queue()
+        return job
 
     def submit(self, spec: JobSpec) -> Job:
         """Create a job and start it (it stays queued while others use every slot)."""
@@ -251,6 +302,10 @@ class Supervisor:
                     "SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC"
                 ).fetchall()
             return [self._job(row) for row in rows]
+
+    def queued(self) -> list[str]:
+        """Ids of the queued jobs, oldest first."""
+        return [row["id"] for row in self._rows("queued", oldest_first=True)]
 
     def events(self, task_id: str, offset: int = 0) -> tuple[list[Event], int]:
         """Complete events of a job from byte `offset` on, and the offset to read next."""
@@ -274,14 +329,7 @@ class Supervisor:
                 job = self._check(row)
                 if job is not None:
                     changed.append(job)
-            while self._running_count() < self.max_running:
-                queued = self._rows("queued", oldest_first=True)
-                if not queued:
-                    break
-                task_id = queued[0]["id"]
-                with contextlib.suppress(JobError):  # a failed start is recorded on the job
-                    self._spawn(task_id, resume=self.last_checkpoint(task_id) is not None)
-                changed.append(self.get(task_id))
+            changed += [self.get(task_id) for task_id in self._start_queued()]
             # Reap children whose job another process settled, so none stays a zombie.
             running = {row["id"] for row in self._rows("running")}
             for task_id, proc in list(self._procs.items()):
@@ -343,52 +391,121 @@ class Supervisor:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _spawn(self, task_id: str, *, resume: bool) -> None:
-        """Start the runner for a queued job and record it as running (under self._lock)."""
+    def _hand_over_queue(self) -> None:
+        """Start a queue keeper unless one runs, so queued jobs start without this process."""
+        paths = self.paths
+        with open(paths.queue_lock, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a keeper runs; it reads the queue again before it exits
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        paths.queue_log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "sage_tui.core.training.keeper", str(paths.home)]
+        with open(paths.queue_log, "ab") as log:
+            subprocess.Popen(
+                [*command, "--jobs-per-gpu", str(self.jobs_per_device)],
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def _start_queued(self) -> list[str]:
+        """Start queued jobs, oldest first, wherever there is room (under self._lock).
+
+        Returns the ids of the jobs started, or failed because they can never start here. A
+        job that has to wait does not hold back a later one that fits elsewhere.
+        """
+        if not self._rows("queued"):
+            return []
+        devices = list(self.devices())  # outside the transaction: NVML can be slow
+        touched: list[str] = []
+        while True:
+            # One start per transaction, so a failure can only roll back its own start.
+            spawned = False
+            with self.store.transaction() as db:
+                held = [
+                    _gpus(row["gpus"]) or ()
+                    for row in db.execute("SELECT gpus FROM jobs WHERE status = 'running'")
+                ]
+                queued = db.execute(
+                    "SELECT id, spec FROM jobs WHERE status = 'queued'"
+                    " ORDER BY created_at ASC, rowid ASC"
+                ).fetchall()
+                for row in queued:
+                    task_id = row["id"]
+                    pinned = json.loads(row["spec"]).get("gpus") or []
+                    try:
+                        gpus = place(pinned, devices, held, self.jobs_per_device)
+                    except PlacementError as err:
+                        _settle_in(db, task_id, "failed", str(err))
+                        touched.append(task_id)
+                        continue
+                    if gpus is None:
+                        continue
+                    self._spawn(db, task_id, gpus)
+                    touched.append(task_id)
+                    spawned = True
+                    break
+            if not spawned:
+                return touched
+
+    def _spawn(self, db: sqlite3.Connection, task_id: str, gpus: tuple[int, ...]) -> None:
+        """Start the runner for a queued job on `gpus` and record it as running.
+
+        Runs inside the caller's transaction, so no other process sees the job running
+        without a pid or two processes start the same job. A job with a complete checkpoint
+        (queued by a resume) continues from it. A start that fails is recorded on the job.
+        """
         job_dir = self.paths.job_dir(task_id)
         with contextlib.suppress(FileNotFoundError):
             (job_dir / STOP_FILE).unlink()
+        resume = self.last_checkpoint(task_id) is not None
         command = self.runner_command(job_dir, resume)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if gpus:
+            visible = ",".join(map(str, gpus))
+            env |= {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": visible}
         started = time.time()
-        follow = self._follow.setdefault(task_id, _Follow())
-        follow.terminal = None
-        proc: subprocess.Popen[bytes] | None = None
         try:
-            with self.store.transaction() as db:
-                # The spawn happens inside the transaction so no other process sees the job
-                # running without a pid.
-                with open(job_dir / LOG_FILE, "ab") as log:
-                    log.write(
-                        f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                        f" {'resuming' if resume else 'starting'}: {' '.join(command)}\n".encode()
-                    )
-                    log.flush()
-                    proc = subprocess.Popen(
-                        command,
-                        start_new_session=True,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        cwd=job_dir,
-                        close_fds=True,
-                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                    )
-                db.execute(
-                    "UPDATE jobs SET status = 'running', pid = ?, started_at = ?, error = NULL,"
-                    " finished_at = NULL WHERE id = ?",
-                    (proc.pid, started, task_id),
+            with open(job_dir / LOG_FILE, "ab") as log:
+                log.write(
+                    f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                    f" {'resuming' if resume else 'starting'} on {describe(gpus)}:"
+                    f" {' '.join(command)}\n".encode()
                 )
-        except BaseException as err:
-            if proc is not None:  # started, but not recorded: it must not run unsupervised
-                with contextlib.suppress(OSError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            if not isinstance(err, OSError):
-                raise
+                log.flush()
+                proc = subprocess.Popen(
+                    command,
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=job_dir,
+                    close_fds=True,
+                    env=env,
+                )
+        except OSError as err:
             reason = f"cannot start the training process: {err.strerror or err}"
-            self._settle(task_id, "failed", reason)
-            raise JobError(f"job {task_id}: {reason}") from None
+            _settle_in(db, task_id, "failed", reason)
+            return
+        try:
+            db.execute(
+                "UPDATE jobs SET status = 'running', pid = ?, gpus = ?, started_at = ?,"
+                " error = NULL, finished_at = NULL WHERE id = ?",
+                (proc.pid, json.dumps(list(gpus)), started, task_id),
+            )
+        except BaseException:
+            # Started, but not recorded: it must not run unsupervised.
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         self._procs[task_id] = proc
+        self._follow.setdefault(task_id, _Follow()).terminal = None
 
     def _check(self, row: Any) -> Job | None:
         """Follow one running job; settle it if its process ended. The job if it changed."""
@@ -409,10 +526,7 @@ class Supervisor:
 
     def _settle(self, task_id: str, status: str, error: str | None) -> None:
         with self.store.transaction() as db:
-            db.execute(
-                "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
-                (status, error, time.time(), task_id),
-            )
+            _settle_in(db, task_id, status, error)
 
     def _liveness(self, task_id: str, pid: int | None, job_dir: Path) -> tuple[bool, int | None]:
         """(alive, exit code if known). Our own child is reaped through its Popen."""
@@ -473,6 +587,7 @@ class Supervisor:
             created_at=row["created_at"],
             started_at=row["started_at"],
             finished_at=row["finished_at"],
+            gpus=_gpus(row["gpus"]),
             step=follow.step,
             total_steps=follow.total_steps,
             last_loss=follow.last_loss,
@@ -514,11 +629,22 @@ class Supervisor:
                 (status,),
             ).fetchall()
 
-    def _running_count(self) -> int:
-        with self.store._lock:
-            return self.store._db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE status = 'running'"
-            ).fetchone()[0]
+
+def _settle_in(db: sqlite3.Connection, task_id: str, status: str, error: str | None) -> None:
+    db.execute(
+        "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+        (status, error, time.time(), task_id),
+    )
+
+
+def _gpus(value: str | None) -> tuple[int, ...] | None:
+    """A stored placement (JSON list of GPU numbers) as a tuple; None when never placed."""
+    if value is None:
+        return None
+    try:
+        return tuple(int(index) for index in json.loads(value))
+    except (TypeError, ValueError):
+        return None
 
 
 def _outcome(terminal: Event | None, code: int | None) -> tuple[str, str | None]:

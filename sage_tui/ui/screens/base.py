@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from textual import on
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
+from textual.worker import Worker, WorkerState
 
 from sage_tui.ui.widgets.status_bar import StatusBar
 
@@ -22,3 +24,10 @@ class StudioScreen(Screen):
     def compose_body(self) -> ComposeResult:
         """The screen's own widgets, between the status line and the footer."""
         yield from ()
+
+    @on(Worker.StateChanged)
+    def _worker_state(self, event: Worker.StateChanged) -> None:
+        # Worker messages do not bubble: hand failures of this screen's workers to the App,
+        # which tells the user.
+        if event.state == WorkerState.ERROR:
+            self.app.post_message(Worker.StateChanged(event.worker, event.state))

@@ -20,6 +20,7 @@ from textual.widgets import Button, DataTable, Input, Label, Select, Static
 from sage_tui.core.gpu import ResourceSnapshot
 from sage_tui.core.store import ModelRecord
 from sage_tui.core.training.backend import adapter_name, register_job_adapter
+from sage_tui.core.training.placement import parse_gpus
 from sage_tui.core.training.spec import PRESETS, JobSpec, SpecError, preset_for
 from sage_tui.core.training.supervisor import LOG_FILE, Job
 from sage_tui.errors import SageError
@@ -30,6 +31,7 @@ from sage_tui.ui.widgets.job_table import JobTable, format_eta
 from sage_tui.ui.widgets.loss_chart import LossChartPanel
 
 LOG_LINES = 15
+SAMPLE_CHARS = 400
 NUMBER_FIELDS = (
     # (spec field, widget id, label, type)
     ("lora_r", "finetune-rank", "rank", int),
@@ -50,6 +52,13 @@ def default_task_id() -> str:
     return time.strftime("ft-%Y%m%d-%H%M%S")
 
 
+def _clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit].rstrip()} ... ({len(text) - limit} more characters)"
+
+
 def _show_number(value: float) -> str:
     return f"{value:g}"
 
@@ -57,6 +66,8 @@ def _show_number(value: float) -> str:
 def job_summary(job: Job) -> str:
     """A line or two about one job for the detail panel (plain text)."""
     parts = [f"{job.id}: {job.status}", f"base {job.base_model}"]
+    if job.placement:
+        parts.append(f"on {job.placement}")
     if job.step is not None:
         parts.append(f"step {job.step}/{job.total_steps or '?'}")
     if job.tokens_per_second:
@@ -99,6 +110,9 @@ def describe_dataset(loaded: Any, preview: Any | None, preview_error: str | None
             f" {preview.max_length})"
         )
         lines.append(preview.histogram_text(bins=6, width=24))
+        if preview.samples:
+            lines.append("first row as the model sees it:")
+            lines.append(_clip(preview.samples[0], SAMPLE_CHARS))
     elif preview_error:
         lines.append(f"token preview unavailable: {preview_error}")
     return "\n".join(lines)
@@ -139,7 +153,9 @@ class FinetuneScreen(StudioScreen):
                     )
                     yield Button("Check", id="finetune-check", compact=True)
                 yield Static(
-                    "Check reads the rows and counts tokens.", id="finetune-dataset-report"
+                    "Check reads the rows and counts tokens.",
+                    id="finetune-dataset-report",
+                    markup=False,
                 )
                 yield Label("preset", classes="finetune-label")
                 yield Select(
@@ -158,6 +174,8 @@ class FinetuneScreen(StudioScreen):
                         yield Input(
                             _show_number(getattr(DEFAULTS, name)), id=widget_id, compact=True
                         )
+                    yield Label("GPUs", classes="finetune-field-label")
+                    yield Input(placeholder="any (or 0 / 0,1)", id="finetune-gpus", compact=True)
                 yield Button("Start  ctrl+s", variant="primary", id="finetune-start")
             with Vertical(id="finetune-jobs-panel"):
                 yield JobTable(id="finetune-jobs")
@@ -311,6 +329,10 @@ class FinetuneScreen(StudioScreen):
                 values[field] = kind(text)
             except ValueError:
                 raise SpecError(f"{label}: {text!r} is not a number") from None
+        try:
+            values["gpus"] = parse_gpus(self.query_one("#finetune-gpus", Input).value)
+        except ValueError as err:
+            raise SpecError(str(err)) from None
         preset = self.query_one("#finetune-preset", Select).value
         if isinstance(preset, str):
             values["save_steps"] = PRESETS[preset].values.get("save_steps", DEFAULTS.save_steps)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.widgets import DataTable
 
+from sage_tui.core.training.placement import describe
 from sage_tui.core.training.supervisor import Job
 
 STATUS_STYLES = {
@@ -33,19 +34,26 @@ def format_eta(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def job_place(job: Job) -> str:
+    """Where a job runs or ran; for a queued job, the GPUs it waits for ("-": any)."""
+    if job.status == "queued":
+        return describe(tuple(job.spec.gpus)) if job.spec.gpus else "-"
+    return job.placement or "-"
+
+
 def job_cells(job: Job) -> tuple[str | Text, ...]:
-    """The table cells of one job: id, status, progress, step/total, loss, ETA."""
+    """The table cells of one job: id, status, where, progress, step/total, loss, ETA."""
     progress = f"{job.progress:.0%}" if job.progress is not None else "-"
     steps = f"{job.step}/{job.total_steps or '?'}" if job.step is not None else "-"
     loss = f"{job.last_loss:.4f}" if job.last_loss is not None else "-"
     status = Text(job.status, style=STATUS_STYLES.get(job.status, ""))
-    return (job.id, status, progress, steps, loss, format_eta(job.eta_seconds))
+    return (job.id, status, job_place(job), progress, steps, loss, format_eta(job.eta_seconds))
 
 
 class JobTable(DataTable):
     """Jobs, newest first. The screen calls `show(jobs)`; the cursor stays on its job."""
 
-    COLUMNS = ("job", "status", "progress", "step", "loss", "ETA")
+    COLUMNS = ("job", "status", "on", "progress", "step", "loss", "ETA")
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)

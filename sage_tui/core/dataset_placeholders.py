@@ -1,0 +1,77 @@
+"""`{{name}}` placeholders in datasets (LLaMA-Factory's identity set has `{{name}}` and
+`{{author}}`): finding the ones left unfilled, and filling them from values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from sage_tui.core.dataset_formats import Example
+
+PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""What a placeholder's name may be (match it whole)."""
+_PLACEHOLDER = re.compile(r"\{\{\s*(" + PLACEHOLDER_NAME.pattern + r")\s*\}\}")
+_WARNING_MARK = "unfilled placeholders"
+
+
+def _strings(example: Example) -> Iterable[str]:
+    if example.messages is None:
+        yield example.text or ""
+    else:
+        for message in example.messages:
+            yield message["content"]
+
+
+def find_placeholders(examples: Iterable[Example]) -> dict[str, int]:
+    """Unfilled `{{name}}` placeholders: each name with the number of examples holding it."""
+    counts: Counter[str] = Counter()
+    for example in examples:
+        names = {name for text in _strings(example) for name in _PLACEHOLDER.findall(text)}
+        counts.update(names)
+    return dict(sorted(counts.items()))
+
+
+def placeholder_warning(source: str, examples: Sequence[Example]) -> str | None:
+    """The warning about unfilled placeholders in `examples` (of file `source`), or None."""
+    found = find_placeholders(examples)
+    if not found:
+        return None
+    rows = sum(1 for e in examples if any(_PLACEHOLDER.search(text) for text in _strings(e)))
+    names = ", ".join("{{" + name + "}}" for name in found)
+    return (
+        f"{source}: {rows} of {len(examples)} rows hold {_WARNING_MARK} {names};"
+        " fill them in before training"
+    )
+
+
+def is_placeholder_warning(warning: str) -> bool:
+    """True for a warning made by `placeholder_warning`."""
+    return _WARNING_MARK in warning
+
+
+def _fill(value: Any, values: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), value)
+    if isinstance(value, list):
+        return [_fill(item, values) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_fill(item, values) for item in value)
+    if isinstance(value, dict):
+        return {key: _fill(item, values) for key, item in value.items()}
+    if isinstance(value, Example):
+        return replace(
+            value, messages=_fill(value.messages, values), text=_fill(value.text, values)
+        )
+    return value
+
+
+def fill_placeholders(rows: Sequence[Any], values: Mapping[str, str]) -> list[Any]:
+    """Copies of `rows` (Examples or raw rows) with `{{name}}` replaced from `values`.
+
+    Placeholders without a value are left as they are, so the warning about them stays.
+    """
+    return [_fill(row, values) for row in rows]
