@@ -50,6 +50,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     for flag, (_, kind, text) in JOB_FLAGS.items():
         ft.add_argument(flag, type=kind, help=text)
+    ft.add_argument(
+        "--gpu",
+        metavar="N[,M]",
+        default="",
+        help="run on these GPUs, numbered as nvidia-smi numbers them (default: a free one)",
+    )
     ft.add_argument("--wait", action="store_true", help="follow the job until it ends")
 
     jobs = commands.add_parser("jobs", help="list, show, follow, cancel or resume jobs")
@@ -72,7 +78,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from sage_tui.services import open_services
 
     services = open_services(settings)
-    supervisor = Supervisor(services.store, settings.paths)
+    supervisor = Supervisor(services.store, settings.paths, jobs_per_device=settings.jobs_per_gpu)
     supervisor.reattach()
     if args.command == "finetune":
         return _finetune(services, supervisor, args)
@@ -101,9 +107,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 def _finetune(services, supervisor, args: argparse.Namespace) -> int:
     from sage_tui.core.dataset_placeholders import is_placeholder_warning
     from sage_tui.core.datasets import find_placeholders, load_dataset_file
+    from sage_tui.core.training.placement import parse_gpus
     from sage_tui.core.training.spec import PRESETS, JobSpec, preset_for
 
     placeholders = _placeholder_values(args.fill)
+    try:
+        gpus = parse_gpus(args.gpu)
+    except ValueError as err:
+        raise SageError(f"--gpu: {err}") from None
     base = services.registry.get(args.base)
     if base.kind != "base":
         raise SageError(f"{args.base} is an adapter; fine-tune its base model {base.base_model}")
@@ -141,12 +152,14 @@ def _finetune(services, supervisor, args: argparse.Namespace) -> int:
         dataset_format=loaded.format.value,
         skip_invalid=args.skip_invalid,
         placeholders=placeholders,
+        gpus=gpus,
         **values,
     )
     job = supervisor.submit(spec)
     print(job.id)
+    where = f"on {job.placement}" if job.placement else "waits for a free GPU or slot"
     print(
-        f"{job.id}: {job.status} ({preset.name} preset, {len(loaded.examples)} rows,"
+        f"{job.id}: {job.status}, {where} ({preset.name} preset, {len(loaded.examples)} rows,"
         f" log: {Path(job.output_dir) / 'train.log'})",
         file=sys.stderr,
     )
@@ -196,8 +209,11 @@ def _print_jobs(jobs) -> None:
         progress = f"{job.progress:4.0%}" if job.progress is not None else "   -"
         loss = f"{job.last_loss:.4f}" if job.last_loss is not None else "-"
         created = time.strftime("%m-%d %H:%M", time.localtime(job.created_at))
+        where = job.placement or "-"
         print(
-            f"{job.id:<28} {job.status:<11} {progress} loss {loss:<8} {job.base_model:<24}", created
+            f"{job.id:<28} {job.status:<11} {where:<8} {progress} loss {loss:<8}"
+            f" {job.base_model:<24}",
+            created,
         )
 
 

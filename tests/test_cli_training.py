@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,8 @@ def test_finetune_refusals_create_nothing(capsys, provisioned_services: Services
             ["--base", BUILTIN, "--data", str(FACTS), "--fill", "name="],
             "placeholder {{name}} needs a value",
         ),
+        (["--base", BUILTIN, "--data", str(FACTS), "--gpu", "x"], "--gpu: GPUs 'x': expected"),
+        (["--base", BUILTIN, "--data", str(FACTS), "--gpu", "99"], "pinned to GPU 99"),
     ]
     for argv, expected in cases:
         code, _, err = run(capsys, "--home", home, "finetune", *argv)
@@ -138,3 +141,33 @@ def test_fill_gives_the_job_its_placeholder_values(
     }
     assert specs["half"]["placeholders"] == {"name": "Sage"}
     assert specs["whole"]["placeholders"] == {"name": "Sage", "author": "A = B"}
+
+
+@pytest.mark.slow
+def test_queued_job_starts_after_the_cli_that_queued_it_exits(
+    provisioned_services: Services,
+) -> None:
+    home = str(provisioned_services.settings.home)
+    tiny = ["--base", BUILTIN, "--data", str(FACTS), "--max-steps", "2", "--batch-size", "1"]
+    tiny += ["--max-length", "64", "--save-steps", "2"]
+    first = cli(home, "finetune", *tiny, "--name", "first")
+    second = cli(home, "finetune", *tiny, "--name", "second")
+    assert first.returncode == second.returncode == 0, second.stderr[-2000:]
+    assert "first: running, on CPU" in first.stderr
+    assert "second: queued, waits for a free GPU or slot" in second.stderr
+    # Both commands have exited: the queue keeper they left starts the second job. Only read
+    # here (no poll) until it has, since polling would start it too.
+    supervisor = Supervisor(provisioned_services.store, provisioned_services.settings.paths)
+    deadline = time.monotonic() + 300
+    while supervisor.get("second").status == "queued" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    while time.monotonic() < deadline:
+        supervisor.poll()
+        jobs = {job.id: job for job in supervisor.list()}
+        if not any(job.active for job in jobs.values()):
+            break
+        time.sleep(1)
+    assert [jobs[name].status for name in ("first", "second")] == ["completed", "completed"]
+    assert jobs["second"].started_at >= jobs["first"].finished_at - 5  # one at a time
+    log = provisioned_services.settings.paths.queue_log.read_text()
+    assert "second: running" in log

@@ -225,3 +225,29 @@ async def test_gpu_field_is_checked_before_a_job_exists(make_app) -> None:
         await until(lambda: any("no usable GPU" in n.message for n in app._notifications))
         assert app.supervisor.list() == []
         assert not app.services.settings.paths.job_dir("ft-gpu").exists()
+
+
+async def test_check_shows_a_rendered_row_and_asks_for_placeholders(
+    make_app, tmp_path: Path
+) -> None:
+    data = tmp_path / "identity.jsonl"
+    rows = [
+        '{"instruction": "Who are you?", "output": "I am {{name}}, made by {{author}}."}',
+        '{"instruction": "Hi", "output": "Hello, I am {{name}}."}',
+    ]
+    data.write_text("\n".join(rows) + "\n")
+    app = make_app()
+    async with app.run_test(size=(120, 50)) as pilot:
+        await open_finetune(app, pilot)
+        fill(app, dataset=str(data), task="ft-identity")
+        app.screen.query_one("#finetune-check").press()
+        report = app.screen.query_one("#finetune-dataset-report")
+        await until(lambda: "first row as the model sees it" in str(report.render()))
+        text = str(report.render())
+        assert "<|im_start|>user\nWho are you?<|im_end|>" in text  # SmolLM2's chat template
+        assert "unfilled placeholders {{author}}, {{name}}" in text
+        assert app.screen.query_one("#finetune-fills").display
+        fill(app, **{"fill-name": "Sage"})
+        await pilot.press("ctrl+s")
+        await until(lambda: app.supervisor.list())
+        assert app.supervisor.get("ft-identity").spec.placeholders == {"name": "Sage"}

@@ -104,8 +104,18 @@ def test_running_job(snap_compare, services: Services, tmp_path: Path) -> None:
             last_loss=0.8123,
             eta_seconds=754.0,
             tokens_per_second=2450.0,
+            gpus=(1,),
         ),
-        job(tmp_path, "ft-first", "completed", "done\n", step=40, total_steps=40, last_loss=0.4),
+        job(
+            tmp_path,
+            "ft-first",
+            "completed",
+            "done\n",
+            step=40,
+            total_steps=40,
+            last_loss=0.4,
+            gpus=(0,),
+        ),
     ]
     app = make_app(services, jobs, {"ft-facts": losses(120)})
     assert snap_compare(app, terminal_size=SIZE, run_before=show)
@@ -123,6 +133,7 @@ def test_failed_job(snap_compare, services: Services, tmp_path: Path) -> None:
             total_steps=400,
             last_loss=2.31,
             error="out of memory. Lower the batch size.",
+            gpus=(0,),
         )
     ]
     app = make_app(services, jobs, {"ft-oom": losses(3)})

@@ -157,6 +157,7 @@ class FinetuneScreen(StudioScreen):
                     id="finetune-dataset-report",
                     markup=False,
                 )
+                yield Grid(id="finetune-fills")
                 yield Label("preset", classes="finetune-label")
                 yield Select(
                     [(f"{p.name}: {p.description}", p.name) for p in PRESETS.values()],
@@ -175,7 +176,7 @@ class FinetuneScreen(StudioScreen):
                             _show_number(getattr(DEFAULTS, name)), id=widget_id, compact=True
                         )
                     yield Label("GPUs", classes="finetune-field-label")
-                    yield Input(placeholder="any (or 0 / 0,1)", id="finetune-gpus", compact=True)
+                    yield Input(placeholder="any", id="finetune-gpus", compact=True)
                 yield Button("Start  ctrl+s", variant="primary", id="finetune-start")
             with Vertical(id="finetune-jobs-panel"):
                 yield JobTable(id="finetune-jobs")
@@ -283,13 +284,15 @@ class FinetuneScreen(StudioScreen):
     def check_dataset(self, path: Path, base_path: str | None, max_length: int) -> None:
         """Load the dataset and count its tokens with the base model's tokenizer."""
         from sage_tui.core.dataset_preview import preview
-        from sage_tui.core.datasets import load_dataset_file
+        from sage_tui.core.datasets import find_placeholders, load_dataset_file
 
         try:
             loaded = load_dataset_file(path, skip_invalid=True)
         except (SageError, OSError, ValueError) as err:
             self.app.call_from_thread(self._show_report, f"dataset refused: {err}", True)
             return
+        names = list(find_placeholders(loaded.examples))
+        self.app.call_from_thread(self._show_fills, names)
         shown, error = None, None
         if base_path is None:
             error = "pick a base model"
@@ -302,6 +305,32 @@ class FinetuneScreen(StudioScreen):
             except Exception as err:  # any tokenizer trouble only costs the preview
                 error = f"{type(err).__name__}: {err}"
         self.app.call_from_thread(self._show_report, describe_dataset(loaded, shown, error), False)
+
+    def _show_fills(self, names: list[str]) -> None:
+        """One input for each `{{name}}` placeholder the dataset holds; typed values stay."""
+        fills = self.query_one("#finetune-fills", Grid)
+        kept = self.placeholder_values()
+        fills.remove_children()
+        for name in names:
+            fills.mount(
+                Label("{{" + name + "}}", classes="finetune-field-label", markup=False),
+                Input(
+                    kept.get(name, ""),
+                    placeholder=f"value for {{{{{name}}}}}",
+                    id=f"finetune-fill-{name}",
+                    classes="finetune-fill",
+                    compact=True,
+                ),
+            )
+        fills.display = bool(names)
+
+    def placeholder_values(self) -> dict[str, str]:
+        """The values typed for the dataset's placeholders (empty ones left out)."""
+        return {
+            (widget.id or "").removeprefix("finetune-fill-"): widget.value.strip()
+            for widget in self.query(".finetune-fill").results(Input)
+            if widget.value.strip()
+        }
 
     def _show_report(self, text: str, failed: bool) -> None:
         report = self.query_one("#finetune-dataset-report", Static)
@@ -341,6 +370,7 @@ class FinetuneScreen(StudioScreen):
             base_model=base.name,
             base_path=base.path,
             dataset=str(Path(dataset).expanduser().absolute()),
+            placeholders=self.placeholder_values(),
             **values,
         )
         return spec.check()
@@ -359,7 +389,7 @@ class FinetuneScreen(StudioScreen):
         """Refuse a bad dataset before anything is created, then create and start the job."""
         from sage_tui.core.datasets import load_dataset_file
 
-        loaded = load_dataset_file(spec.dataset)
+        loaded = load_dataset_file(spec.dataset, placeholders=spec.placeholders)
         job = self.app.supervisor.submit(spec.with_changes(dataset_format=loaded.format.value))
         self.app.call_from_thread(self._submitted, job)
 

@@ -42,18 +42,21 @@ def job_place(job: Job) -> str:
 
 
 def job_cells(job: Job) -> tuple[str | Text, ...]:
-    """The table cells of one job: id, status, where, progress, step/total, loss, ETA."""
-    progress = f"{job.progress:.0%}" if job.progress is not None else "-"
-    steps = f"{job.step}/{job.total_steps or '?'}" if job.step is not None else "-"
+    """The table cells of one job: id, status, where, steps done (and share), loss, ETA."""
+    steps = "-"
+    if job.step is not None:
+        steps = f"{job.step}/{job.total_steps or '?'}"
+        if job.progress is not None:
+            steps += f" {job.progress:.0%}"
     loss = f"{job.last_loss:.4f}" if job.last_loss is not None else "-"
     status = Text(job.status, style=STATUS_STYLES.get(job.status, ""))
-    return (job.id, status, job_place(job), progress, steps, loss, format_eta(job.eta_seconds))
+    return (job.id, status, job_place(job), steps, loss, format_eta(job.eta_seconds))
 
 
 class JobTable(DataTable):
     """Jobs, newest first. The screen calls `show(jobs)`; the cursor stays on its job."""
 
-    COLUMNS = ("job", "status", "on", "progress", "step", "loss", "ETA")
+    COLUMNS = ("job", "status", "on", "step", "loss", "ETA")
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
