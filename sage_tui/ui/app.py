@@ -18,7 +18,8 @@ from textual.reactive import reactive
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from sage_tui.core.gpu import ResourceMonitor, ResourceSnapshot
-from sage_tui.core.training.supervisor import ENDED, Job, Supervisor
+from sage_tui.core.training.jobs import ENDED, Job
+from sage_tui.core.training.supervisor import Supervisor
 from sage_tui.errors import SageError
 from sage_tui.services import Services
 from sage_tui.ui.messages import (

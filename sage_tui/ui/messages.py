@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from sage_tui.core.gpu import ResourceSnapshot
-from sage_tui.core.training.supervisor import Job
+from sage_tui.core.training.jobs import Job
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.store import ModelRecord
-from sage_tui.core.training.supervisor import Job
+from sage_tui.core.training.jobs import Job
 from sage_tui.errors import SageError
 
 ADAPTER_PREFIX = "sage-finetuned-"

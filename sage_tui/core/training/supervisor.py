@@ -11,50 +11,61 @@ jobs where `placement.place` finds room: one job per GPU by default (`jobs_per_d
 the GPU the job is pinned to or the least busy one, the runner seeing only that GPU; on a host
 without GPUs, one job at a time. A new Supervisor (a new launch of the TUI) re-attaches to
 jobs an earlier one left running with `reattach()`, checking their pid and, against pid reuse,
-that the process's command line names the job's folder. When the last process that polls
-exits with jobs still queued, `hand_over_queue()` leaves a small keeper process
-(`training.keeper`) to start them.
+that the process's command line names the job's folder. Whenever it leaves a job queued it
+starts the queue keeper (`training.keeper`) unless one runs, so queued jobs start even after
+the TUI or the command that queued them has exited.
+
+What a job is and how its events read live in `jobs.py`; processes, pids and signals in
+`processes.py`; where a job runs in `placement.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from sage_tui.core.store import Store
 from sage_tui.core.training.events import Event, read_events
-from sage_tui.core.training.placement import Device, PlacementError, describe, place, visible_gpus
+from sage_tui.core.training.jobs import (
+    ENDED,
+    RESUMABLE,
+    STATUSES,
+    Job,
+    Progress,
+    job_from_row,
+    outcome,
+    stored_gpus,
+)
+from sage_tui.core.training.placement import Device, PlacementError, describe, place
+from sage_tui.core.training.processes import (
+    HostDevices,
+    default_runner_command,
+    pid_runs_job,
+    signal_group,
+    spawn_runner,
+    start_keeper,
+    write_atomic,
+)
 from sage_tui.core.training.runner import last_checkpoint
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.errors import SageError
 from sage_tui.paths import Paths
 
-STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
-ENDED = ("completed", "failed", "cancelled", "interrupted")
-RESUMABLE = ("cancelled", "interrupted", "failed")
+__all__ = ["ENDED", "LOG_FILE", "RESUMABLE", "STATUSES", "Job", "JobError", "Supervisor"]
 
 SPEC_FILE = "spec.json"
 LOG_FILE = "train.log"
 STOP_FILE = "STOP"
-
-EXIT_FINISHED = 0
-EXIT_STOPPED = 3
-TERMINAL_EVENTS = ("finished", "stopped", "failed")
-NO_RESULT = "the training process ended without a result"
 
 RunnerCommand = Callable[[Path, bool], list[str]]
 DeviceProbe = Callable[[], Sequence[Device]]
@@ -62,110 +73,6 @@ DeviceProbe = Callable[[], Sequence[Device]]
 
 class JobError(SageError):
     """A fine-tuning job that does not exist or cannot do what was asked."""
-
-
-def default_runner_command(job_dir: Path, resume: bool) -> list[str]:
-    """The real runner's command line for a job folder."""
-    command = [sys.executable, "-m", "sage_tui.core.training.runner", str(job_dir)]
-    return [*command, "--resume"] if resume else command
-
-
-class HostDevices:
-    """The host's GPUs for the queue: NVML's, limited by the caller's CUDA_VISIBLE_DEVICES."""
-
-    def __init__(self) -> None:
-        self._monitor: Any = None
-
-    def __call__(self) -> list[Device]:
-        from sage_tui.core.gpu import ResourceMonitor
-
-        if self._monitor is None:
-            self._monitor = ResourceMonitor()
-        allowed = visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"))
-        return [
-            Device(gpu.index, gpu.memory_free)
-            for gpu in self._monitor.sample().gpus
-            if allowed is None or gpu.index in allowed
-        ]
-
-
-@dataclass(frozen=True)
-class Job:
-    """A fine-tuning job as stored, with progress read from its events."""
-
-    id: str
-    base_model: str
-    dataset: str
-    status: str
-    spec: JobSpec
-    output_dir: Path
-    pid: int | None
-    error: str | None
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    gpus: tuple[int, ...] | None = None
-    """Where it runs or last ran: GPU numbers, () for the CPU, None before its first start."""
-    step: int | None = None
-    total_steps: int | None = None
-    last_loss: float | None = None
-    eta_seconds: float | None = None
-    """Only while running."""
-    tokens_per_second: float | None = None
-    eval_loss: float | None = None
-
-    @property
-    def active(self) -> bool:
-        """Queued or running."""
-        return self.status in ("queued", "running")
-
-    @property
-    def placement(self) -> str:
-        """Where it runs or last ran, in words ("GPU 1", "CPU"; "" before its first start)."""
-        return describe(self.gpus)
-
-    @property
-    def progress(self) -> float | None:
-        """Fraction of steps done (0..1), when known."""
-        if self.step is None or not self.total_steps:
-            return None
-        return min(1.0, max(0.0, self.step / self.total_steps))
-
-
-@dataclass
-class _Follow:
-    """What this process has read of one job's events."""
-
-    offset: int = 0
-    step: int | None = None
-    total_steps: int | None = None
-    last_loss: float | None = None
-    eta_seconds: float | None = None
-    tokens_per_second: float | None = None
-    eval_loss: float | None = None
-    terminal: Event | None = None
-    """The last finished/stopped/failed event since the last `started`."""
-
-    def apply(self, event: Event) -> None:
-        data = event.data
-        if event.kind == "started":
-            self.terminal = None
-            self.total_steps = _int(data.get("total_steps"), self.total_steps)
-            resumed = _int(data.get("resumed_from"), None)
-            if resumed is not None:
-                self.step = resumed
-        elif event.kind == "step":
-            self.step = _int(data.get("step"), self.step)
-            self.total_steps = _int(data.get("total_steps"), self.total_steps)
-            self.last_loss = _float(data.get("loss"), self.last_loss)
-            self.eta_seconds = _float(data.get("eta_seconds"), None)
-            self.tokens_per_second = _float(data.get("tokens_per_second"), self.tokens_per_second)
-        elif event.kind == "eval":
-            self.eval_loss = _float(data.get("eval_loss"), self.eval_loss)
-        elif event.kind in TERMINAL_EVENTS:
-            self.terminal = event
-            if event.kind == "finished":
-                self.eta_seconds = 0.0
 
 
 class Supervisor:
@@ -198,7 +105,7 @@ class Supervisor:
         to another process)."""
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._follow: dict[str, _Follow] = {}
+        self._follow: dict[str, Progress] = {}
 
     # -- creating and starting --------------------------------------------------------------
 
@@ -226,7 +133,7 @@ class Supervisor:
                     " or remove the folder"
                 ) from None
             try:
-                _write_atomic(job_dir / SPEC_FILE, spec.to_json() + "\n")
+                write_atomic(job_dir / SPEC_FILE, spec.to_json() + "\n")
                 self._insert(spec, job_dir)
             except sqlite3.IntegrityError:
                 shutil.rmtree(job_dir, ignore_errors=True)
@@ -236,7 +143,7 @@ class Supervisor:
             except BaseException:
                 shutil.rmtree(job_dir, ignore_errors=True)
                 raise
-            self._follow[spec.task_id] = _Follow()
+            self._follow[spec.task_id] = Progress()
             return self.get(spec.task_id)
 
     def start(self, task_id: str, *, resume: bool = False) -> Job:
@@ -279,7 +186,7 @@ class Supervisor:
         if job.status == "failed":
             raise JobError(f"job {task_id}: {job.error}")
         if job.status == "queued" and self.hand_over:
-            self._hand_over_queue()
+            start_keeper(self.paths, self.jobs_per_device)
         return job
 
     def submit(self, spec: JobSpec) -> Job:
@@ -391,28 +298,6 @@ class Supervisor:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _hand_over_queue(self) -> None:
-        """Start a queue keeper unless one runs, so queued jobs start without this process."""
-        paths = self.paths
-        with open(paths.queue_lock, "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # a keeper runs; it reads the queue again before it exits
-            fcntl.flock(lock, fcntl.LOCK_UN)
-        paths.queue_log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "sage_tui.core.training.keeper", str(paths.home)]
-        with open(paths.queue_log, "ab") as log:
-            subprocess.Popen(
-                [*command, "--jobs-per-gpu", str(self.jobs_per_device)],
-                start_new_session=True,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                close_fds=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-
     def _start_queued(self) -> list[str]:
         """Start queued jobs, oldest first, wherever there is room (under self._lock).
 
@@ -428,7 +313,7 @@ class Supervisor:
             spawned = False
             with self.store.transaction() as db:
                 held = [
-                    _gpus(row["gpus"]) or ()
+                    stored_gpus(row["gpus"]) or ()
                     for row in db.execute("SELECT gpus FROM jobs WHERE status = 'running'")
                 ]
                 queued = db.execute(
@@ -465,29 +350,10 @@ class Supervisor:
             (job_dir / STOP_FILE).unlink()
         resume = self.last_checkpoint(task_id) is not None
         command = self.runner_command(job_dir, resume)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if gpus:
-            visible = ",".join(map(str, gpus))
-            env |= {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": visible}
         started = time.time()
+        header = f"{'resuming' if resume else 'starting'} on {describe(gpus)}"
         try:
-            with open(job_dir / LOG_FILE, "ab") as log:
-                log.write(
-                    f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                    f" {'resuming' if resume else 'starting'} on {describe(gpus)}:"
-                    f" {' '.join(command)}\n".encode()
-                )
-                log.flush()
-                proc = subprocess.Popen(
-                    command,
-                    start_new_session=True,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=job_dir,
-                    close_fds=True,
-                    env=env,
-                )
+            proc = spawn_runner(command, job_dir, job_dir / LOG_FILE, header, gpus)
         except OSError as err:
             reason = f"cannot start the training process: {err.strerror or err}"
             _settle_in(db, task_id, "failed", reason)
@@ -505,7 +371,7 @@ class Supervisor:
             proc.wait()
             raise
         self._procs[task_id] = proc
-        self._follow.setdefault(task_id, _Follow()).terminal = None
+        self._follow.setdefault(task_id, Progress()).terminal = None
 
     def _check(self, row: Any) -> Job | None:
         """Follow one running job; settle it if its process ended. The job if it changed."""
@@ -518,7 +384,7 @@ class Supervisor:
         terminal = follow.terminal
         if terminal is not None and row["started_at"] and terminal.time < row["started_at"]:
             terminal = None  # from an earlier run of this job, before a resume
-        status, error = _outcome(terminal, code)
+        status, error = outcome(terminal, code)
         self._settle(task_id, status, error)
         with contextlib.suppress(OSError):
             (job_dir / STOP_FILE).unlink()
@@ -535,7 +401,7 @@ class Supervisor:
         if proc is not None and proc.pid == pid:
             code = proc.poll()
             return code is None, code
-        return _pid_runs_job(pid, job_dir), None
+        return pid_runs_job(pid, job_dir), None
 
     def _wait_ended(self, task_id: str, pid: int | None, job_dir: Path, seconds: float) -> bool:
         """Wait up to `seconds` for the job's process to end; True if it has."""
@@ -548,53 +414,19 @@ class Supervisor:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def _signal_group(self, task_id: str, pid: int | None, job_dir: Path, sig: int) -> None:
-        """Signal the job's process group (the runner leads its own session)."""
-        if pid is None or not self._liveness(task_id, pid, job_dir)[0]:
-            return
-        try:
-            pgid = os.getpgid(pid)
-        except OSError:
-            return
-        if pgid != pid:
-            # Not the session leader we started: signal only the process itself.
-            with contextlib.suppress(OSError):
-                os.kill(pid, sig)
-            return
-        with contextlib.suppress(OSError):
-            os.killpg(pgid, sig)
+        """Signal the job's process group, if its process still runs the job."""
+        if pid is not None and self._liveness(task_id, pid, job_dir)[0]:
+            signal_group(pid, sig)
 
-    def _catch_up(self, task_id: str, job_dir: Path) -> _Follow:
-        follow = self._follow.setdefault(task_id, _Follow())
+    def _catch_up(self, task_id: str, job_dir: Path) -> Progress:
+        follow = self._follow.setdefault(task_id, Progress())
         events, follow.offset = read_events(job_dir, follow.offset)
         for event in events:
             follow.apply(event)
         return follow
 
     def _job(self, row: Any) -> Job:
-        follow = self._catch_up(row["id"], Path(row["output_dir"]))
-        running = row["status"] == "running"
-        known = {f.name for f in fields(JobSpec)}
-        spec = JobSpec(**{k: v for k, v in json.loads(row["spec"]).items() if k in known})
-        return Job(
-            id=row["id"],
-            base_model=row["base_model"],
-            dataset=row["dataset"],
-            status=row["status"],
-            spec=spec,
-            output_dir=Path(row["output_dir"]),
-            pid=row["pid"],
-            error=row["error"],
-            created_at=row["created_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            gpus=_gpus(row["gpus"]),
-            step=follow.step,
-            total_steps=follow.total_steps,
-            last_loss=follow.last_loss,
-            eta_seconds=follow.eta_seconds if running else None,
-            tokens_per_second=follow.tokens_per_second,
-            eval_loss=follow.eval_loss,
-        )
+        return job_from_row(row, self._catch_up(row["id"], Path(row["output_dir"])))
 
     def _insert(self, spec: JobSpec, job_dir: Path) -> None:
         with self.store.transaction() as db:
@@ -635,92 +467,3 @@ def _settle_in(db: sqlite3.Connection, task_id: str, status: str, error: str | N
         "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
         (status, error, time.time(), task_id),
     )
-
-
-def _gpus(value: str | None) -> tuple[int, ...] | None:
-    """A stored placement (JSON list of GPU numbers) as a tuple; None when never placed."""
-    if value is None:
-        return None
-    try:
-        return tuple(int(index) for index in json.loads(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _outcome(terminal: Event | None, code: int | None) -> tuple[str, str | None]:
-    """A finished process's status and error, from its last terminal event and exit code."""
-    if terminal is not None and terminal.kind == "finished":
-        return "completed", None
-    if terminal is not None and terminal.kind == "stopped":
-        return "cancelled", None
-    if terminal is not None and terminal.kind == "failed":
-        reason = str(terminal.data.get("reason") or "training failed").strip()
-        suggestion = str(terminal.data.get("suggestion") or "").strip()
-        return "failed", f"{reason} {suggestion}".strip()
-    if code == EXIT_FINISHED:
-        return "failed", "the training process exited without finishing (see train.log)"
-    if code is None:
-        return "interrupted", f"{NO_RESULT} (killed?)"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return "interrupted", f"{NO_RESULT} (killed by {name})"
-    return "interrupted", f"{NO_RESULT} (exit code {code}, see train.log)"
-
-
-def _pid_runs_job(pid: int | None, job_dir: Path) -> bool:
-    """Whether `pid` is a live process whose command line names `job_dir` (a pid-reuse guard).
-
-    A zombie counts as ended. Without /proc (not Linux) only the pid is checked.
-    """
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else; the command line decides
-    proc = Path("/proc")
-    if not (proc / "self").exists():
-        return True
-    try:
-        cmdline = (proc / str(pid) / "cmdline").read_bytes()
-        stat = (proc / str(pid) / "stat").read_text(errors="replace")
-    except OSError:
-        return False
-    state = stat.rpartition(")")[2].split()[:1]
-    if state in (["Z"], ["X"]):
-        return False
-    return str(job_dir).encode() in cmdline
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a file so readers see the old content or the new, never half of it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _int(value: Any, default: int | None) -> int | None:
-    try:
-        return int(value) if value is not None else default
-    except (TypeError, ValueError):
-        return default
-
-
-def _float(value: Any, default: float | None) -> float | None:
-    try:
-        return float(value) if value is not None else default
-    except (TypeError, ValueError):
-        return default

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.widgets import DataTable
 
+from sage_tui.core.training.jobs import Job
 from sage_tui.core.training.placement import describe
-from sage_tui.core.training.supervisor import Job
 
 STATUS_STYLES = {
     "queued": "dim",
