@@ -6,9 +6,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from sage_tui.ui.widgets.status_bar import StatusBar
+from sage_tui.ui.workers import forward_worker_failure
 
 
 class StudioScreen(Screen):
@@ -27,7 +28,4 @@ class StudioScreen(Screen):
 
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:
-        # Worker messages do not bubble: hand failures of this screen's workers to the App,
-        # which tells the user.
-        if event.state == WorkerState.ERROR:
-            self.app.post_message(Worker.StateChanged(event.worker, event.state))
+        forward_worker_failure(self, event)
