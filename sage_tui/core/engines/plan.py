@@ -9,25 +9,32 @@ It is written for a studio where training and serving share GPUs, so every figur
 memory that is free *now*, never from a fixed fraction of the card. It never returns a plan that
 would run out of memory: when the model cannot fit it raises :class:`ModelTooLarge` with figures.
 
-Only the standard library is used; the resource monitor's snapshot is converted with
-:func:`hardware_from_snapshot`.
+Only the standard library is used. The inputs live in :mod:`.model_shape` and :mod:`.hardware`
+(which converts the resource monitor's snapshot with :func:`hardware_from_snapshot`), the GPU
+budgets and tensor parallel candidates in :mod:`.gpu_fit`; their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from sage_tui.core.models.folder import read_json_object
-from sage_tui.errors import ModelError, SageError
-
-if TYPE_CHECKING:
-    from sage_tui.core.gpu import ResourceSnapshot
+from sage_tui.core.engines.gpu_fit import (
+    MAX_GPU_MEMORY_UTILIZATION,
+    GpuFit,
+    gpu_headroom,
+    gpu_order,
+    spare_bytes,
+    tensor_parallel_fits,
+    working_memory,
+)
+from sage_tui.core.engines.hardware import GIB, GpuMemory, Hardware, hardware_from_snapshot
+from sage_tui.core.engines.model_shape import ModelShape
+from sage_tui.errors import SageError
 
 __all__ = [
     "CPU_DEFAULT_CONTEXT",
+    "GIB",
     "GPU_DEFAULT_CONTEXT",
     "MAX_GPU_MEMORY_UTILIZATION",
     "MIN_CONTEXT",
@@ -45,8 +52,6 @@ __all__ = [
     "working_memory",
 ]
 
-GIB = 1024**3
-
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The only values vLLM accepts for ``max_lora_rank``."""
 
@@ -62,9 +67,6 @@ GPU_DEFAULT_CONTEXT = 32768
 CPU_DEFAULT_CONTEXT = 8192
 """Context cap on CPU when none is requested: CPU prefill of long prompts is very slow."""
 
-MAX_GPU_MEMORY_UTILIZATION = 0.92
-"""The largest ``gpu_memory_utilization`` handed to vLLM, even on an idle GPU."""
-
 BLOCK_TOKENS = 16
 """vLLM's KV block size; a KV-limited context is rounded down to whole blocks."""
 
@@ -72,9 +74,10 @@ CPU_RUNTIME_RESERVE = 2 * GIB
 """RAM left on CPU for the Python process, tokenizer, activations and the OS."""
 
 CPU_MAX_KV_GIB = 16
+"""Largest CPU KV cache: more only slows start-up, CPU serving never batches that much."""
+
 CPU_KV_SEQUENCES = 4
 """Full-length conversations the CPU KV cache is sized for."""
-"""Largest CPU KV cache: more only slows start-up, CPU serving never batches that much."""
 
 LORA_PROJECTIONS = 8
 """Hidden-wide projections per layer that hold a LoRA slot (see :func:`lora_slot_bytes`)."""
@@ -82,137 +85,6 @@ LORA_PROJECTIONS = 8
 
 class ModelTooLarge(SageError):
     """The model (with a minimal KV cache) does not fit in the memory this machine has free."""
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the planner needs to know about a model (read from config.json + weight file sizes)."""
-
-    weight_bytes: int
-    """Sum of the weight files on disk (``*.safetensors``, else ``pytorch_model*.bin``)."""
-    num_layers: int
-    num_attention_heads: int
-    num_kv_heads: int
-    head_dim: int
-    max_position_embeddings: int
-    dtype_bytes: int = 2
-    """Bytes per value: 2 for bf16/fp16, 4 for float32."""
-
-    def __post_init__(self) -> None:
-        for name in (
-            "num_layers",
-            "num_attention_heads",
-            "num_kv_heads",
-            "head_dim",
-            "max_position_embeddings",
-            "dtype_bytes",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ModelShape.{name} must be positive, got {getattr(self, name)}")
-        if self.weight_bytes < 0:
-            raise ValueError(f"ModelShape.weight_bytes must not be negative: {self.weight_bytes}")
-
-    @property
-    def hidden_size(self) -> int:
-        """Width of the attention output, which stands in for the model's hidden size."""
-        return self.num_attention_heads * self.head_dim
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        """KV cache bytes one token takes across all layers (before tensor parallel split)."""
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.dtype_bytes
-
-    @classmethod
-    def from_folder(cls, folder: Path) -> ModelShape:
-        """Read the shape of the Hugging Face model in `folder`.
-
-        Keys come from ``config.json``, falling back to its nested ``text_config`` (multimodal
-        models keep the language model's keys there). Raises ModelError naming the file and key
-        when something needed is missing or not a positive whole number.
-        """
-        config_file = folder / "config.json"
-        config = read_json_object(config_file, f"{folder} has no config.json")
-        text = config.get("text_config")
-        sections = [config, text] if isinstance(text, dict) else [config]
-
-        def lookup(*keys: str) -> Any:
-            # The first key is the standard name; the others are older spellings (GPT-2 style).
-            for section in sections:
-                for key in keys:
-                    if section.get(key) is not None:
-                        return section[key]
-            return None
-
-        def whole(value: Any, key: str) -> int:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ModelError(
-                    f"{config_file}: {key} is {value!r}, expected a positive whole number"
-                )
-            return value
-
-        def required(*keys: str) -> int:
-            value = lookup(*keys)
-            if value is None:
-                raise ModelError(f"{config_file} has no {keys[0]}")
-            return whole(value, keys[0])
-
-        num_layers = required("num_hidden_layers", "n_layer", "num_layers")
-        heads = required("num_attention_heads", "n_head")
-        kv_value = lookup("num_key_value_heads")
-        kv_heads = heads if kv_value is None else whole(kv_value, "num_key_value_heads")
-        head_value = lookup("head_dim")
-        if head_value is None:
-            hidden = required("hidden_size", "n_embd", "d_model")
-            if hidden % heads:
-                raise ModelError(
-                    f"{config_file} has no head_dim and hidden_size {hidden} "
-                    f"is not a multiple of num_attention_heads {heads}"
-                )
-            head_dim = hidden // heads
-        else:
-            head_dim = whole(head_value, "head_dim")
-        position_value = lookup("max_position_embeddings", "n_positions")
-        max_positions = (
-            2048 if position_value is None else whole(position_value, "max_position_embeddings")
-        )
-        dtype = str(lookup("torch_dtype", "dtype") or "")
-        dtype_bytes = 4 if "float32" in dtype else 2
-
-        weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
-        if not weights:
-            raise ModelError(f"{folder} has no weight files (*.safetensors or pytorch_model*.bin)")
-        return cls(
-            weight_bytes=sum(path.stat().st_size for path in weights),
-            num_layers=num_layers,
-            num_attention_heads=heads,
-            num_kv_heads=kv_heads,
-            head_dim=head_dim,
-            max_position_embeddings=max_positions,
-            dtype_bytes=dtype_bytes,
-        )
-
-
-@dataclass(frozen=True)
-class GpuMemory:
-    """Memory of one GPU at one moment."""
-
-    total: int
-    """Bytes."""
-    free: int
-    """Bytes; another process (e.g. training) may hold the rest."""
-    index: int | None = None
-    """The device's NVML index; None means its position in :attr:`Hardware.gpus`."""
-
-
-@dataclass(frozen=True)
-class Hardware:
-    """The machine as the planner sees it."""
-
-    gpus: tuple[GpuMemory, ...]
-    """Empty on a CPU-only machine."""
-    ram_available: int
-    """Bytes of RAM free for use (psutil's "available"); holds the CPU KV cache."""
-    cpu_count: int
 
 
 @dataclass(frozen=True)
@@ -242,21 +114,6 @@ class EnginePlan:
     """
 
 
-def gpu_headroom(total: int) -> int:
-    """Bytes left outside vLLM's budget on a GPU: CUDA context, fragmentation, training's jitter."""
-    return max(GIB, total // 20)
-
-
-def working_memory(weights_per_gpu: int) -> int:
-    """Bytes inside vLLM's budget that are neither weights, LoRA slots nor KV cache.
-
-    vLLM's start-up profiling pass (activations, sampler logits), CUDA graphs and NCCL buffers
-    come out of the same fraction of the GPU as the KV cache. They grow with the model's width;
-    1 GiB plus 1/16 of the weights on the GPU is a simple estimate that covers them.
-    """
-    return GIB + weights_per_gpu // 16
-
-
 def lora_slot_bytes(shape: ModelShape, max_lora_rank: int, max_loras: int) -> int:
     """Bytes vLLM preallocates for `max_loras` adapters of rank `max_lora_rank`.
 
@@ -284,18 +141,6 @@ def lora_rank_for(max_adapter_rank: int) -> int:
         )
     want = max(max_adapter_rank, DEFAULT_ADAPTER_RANK)
     return next(rank for rank in VLLM_LORA_RANKS if rank >= want)
-
-
-def hardware_from_snapshot(snapshot: ResourceSnapshot) -> Hardware:
-    """The planner's view of a resource monitor snapshot."""
-    return Hardware(
-        gpus=tuple(
-            GpuMemory(total=gpu.memory_total, free=gpu.memory_free, index=gpu.index)
-            for gpu in snapshot.gpus
-        ),
-        ram_available=max(0, snapshot.ram_total - snapshot.ram_used),
-        cpu_count=snapshot.cpu_count,
-    )
 
 
 def plan_engine(
@@ -406,52 +251,6 @@ def _plan_cpu(
     )
 
 
-@dataclass(frozen=True)
-class _Fit:
-    """One tensor parallel candidate: which GPUs, what fraction, what each GPU needs."""
-
-    tp: int
-    positions: tuple[int, ...]
-    hundredths: int
-    budget: int
-    weights: int
-    working: int
-    need: int
-
-    @property
-    def fits(self) -> bool:
-        return self.hundredths > 0 and self.need <= self.budget
-
-
-def _try_tp(
-    shape: ModelShape,
-    gpus: tuple[GpuMemory, ...],
-    order: list[int],
-    tp: int,
-    lora_bytes: int,
-    min_context: int,
-) -> _Fit:
-    positions = tuple(order[:tp])
-    cap = round(MAX_GPU_MEMORY_UTILIZATION * 100)
-    # Integer hundredths, so rounding down is exact and utilisation x total never exceeds free.
-    hundredths = min(
-        [cap]
-        + [
-            max(0, (gpus[i].free - gpu_headroom(gpus[i].total)) * 100 // gpus[i].total)
-            if gpus[i].total > 0
-            else 0
-            for i in positions
-        ]
-    )
-    budget = min(gpus[i].total * hundredths // 100 for i in positions)
-    weights = -(-shape.weight_bytes // tp)
-    working = working_memory(weights)
-    kv = min_context * (shape.kv_bytes_per_token // tp)
-    return _Fit(
-        tp, positions, hundredths, budget, weights, working, weights + working + lora_bytes + kv
-    )
-
-
 def _plan_gpu(
     shape: ModelShape,
     hardware: Hardware,
@@ -462,23 +261,13 @@ def _plan_gpu(
     min_context: int,
 ) -> EnginePlan:
     gpus = hardware.gpus
-    # Most free first; ties keep device order so plans are stable from one poll to the next.
-    order = sorted(range(len(gpus)), key=lambda i: (-gpus[i].free, i))
+    order = gpu_order(gpus)
 
     def label(position: int) -> int:
         index = gpus[position].index
         return position if index is None else index
 
-    sizes = []
-    size = 1
-    while size <= len(gpus):
-        sizes.append(size)
-        size *= 2
-    valid = [
-        tp for tp in sizes if shape.num_attention_heads % tp == 0 and shape.num_kv_heads % tp == 0
-    ]
-    # 1 always divides, so valid is never empty.
-    fits = [_try_tp(shape, gpus, order, tp, lora_bytes, min_context) for tp in valid]
+    fits = tensor_parallel_fits(shape, gpus, order, lora_bytes, min_context)
     chosen = next((fit for fit in fits if fit.fits), None)
     if chosen is None:
         raise ModelTooLarge(_too_large_message(shape, gpus, fits[-1], min_context, label))
@@ -524,17 +313,14 @@ def _plan_gpu(
 def _too_large_message(
     shape: ModelShape,
     gpus: tuple[GpuMemory, ...],
-    fit: _Fit,
+    fit: GpuFit,
     min_context: int,
     label: Callable[[int], int],
 ) -> str:
     kv_total = min_context * shape.kv_bytes_per_token
     # What vLLM could be given on each GPU, after headroom and the 0.92 cap.
     usable = sum(
-        min(
-            max(0, gpus[i].free - gpu_headroom(gpus[i].total)),
-            int(gpus[i].total * MAX_GPU_MEMORY_UTILIZATION),
-        )
+        min(spare_bytes(gpus[i]), int(gpus[i].total * MAX_GPU_MEMORY_UTILIZATION))
         for i in fit.positions
     )
     each = ", ".join(
