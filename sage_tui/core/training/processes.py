@@ -52,13 +52,22 @@ def spawn_runner(
     With `gpus` it sees only those GPUs, numbered as NVML numbers them. OSError when it cannot
     be started.
     """
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {}
     if gpus:
-        visible = ",".join(map(str, gpus))
-        env |= {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": visible}
+        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    return _detached(
+        command, log_path, f"\n=== {stamp} {header}: {' '.join(command)}\n", job_dir, env
+    )
+
+
+def _detached(
+    command: list[str], log_path: Path, header: str, cwd: Path | None, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start `command` in its own session (it outlives us), stdin closed, output appended to
+    `log_path` after `header`."""
     with open(log_path, "ab") as log:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        log.write(f"\n=== {stamp} {header}: {' '.join(command)}\n".encode())
+        log.write(header.encode())
         log.flush()
         return subprocess.Popen(
             command,
@@ -66,9 +75,9 @@ def spawn_runner(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=job_dir,
+            cwd=cwd,
             close_fds=True,
-            env=env,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
         )
 
 
@@ -99,21 +108,6 @@ def pid_runs_job(pid: int | None, job_dir: Path) -> bool:
     return str(job_dir).encode() in cmdline
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a file so readers see the old content or the new, never half of it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def signal_group(pid: int, sig: int) -> None:
     """Signal the process group `pid` leads (a runner leads its own session); a process that
     does not lead one (not one we started) gets the signal alone."""
@@ -138,16 +132,8 @@ def start_keeper(paths: Paths, jobs_per_device: int) -> bool:
         fcntl.flock(lock, fcntl.LOCK_UN)
     paths.queue_log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "sage_tui.core.training.keeper", str(paths.home)]
-    with open(paths.queue_log, "ab") as log:
-        subprocess.Popen(
-            [*command, "--jobs-per-gpu", str(jobs_per_device)],
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            close_fds=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    command += ["--jobs-per-gpu", str(jobs_per_device)]
+    _detached(command, paths.queue_log, "", None, {})
     return True
 
 
