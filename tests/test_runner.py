@@ -16,6 +16,7 @@ from sage_tui.core.training.runner import (
     describe_failure,
     last_checkpoint,
     load_examples,
+    worker_count,
 )
 from sage_tui.core.training.spec import JobSpec
 
@@ -246,3 +247,58 @@ def test_a_save_that_fills_the_disk_leaves_no_half_adapter(tmp_path: Path) -> No
         _save_final(FullDiskTrainer(), Config(), None, {}, job)
     assert sorted(p.name for p in job.iterdir()) == ["events.jsonl"]  # nothing half-written
     assert describe_failure(info.value, job)[1].startswith("free disk space under")
+
+
+def test_one_worker_per_visible_gpu_or_as_asked_on_cpu() -> None:
+    assert worker_count({"CUDA_VISIBLE_DEVICES": "2,3"}) == 2
+    assert worker_count({"CUDA_VISIBLE_DEVICES": "1"}) == 1
+    assert worker_count({"CUDA_VISIBLE_DEVICES": ""}) == 1
+    assert worker_count({"CUDA_VISIBLE_DEVICES": "", "SAGE_TRAIN_PROCESSES": "2"}) == 2
+    assert worker_count({"CUDA_VISIBLE_DEVICES": "0", "SAGE_TRAIN_PROCESSES": "4"}) == 1
+    with pytest.raises(ValueError, match="SAGE_TRAIN_PROCESSES='0' is not a whole number"):
+        worker_count({"CUDA_VISIBLE_DEVICES": "", "SAGE_TRAIN_PROCESSES": "0"})
+
+
+@pytest.mark.slow
+def test_two_workers_stop_together_and_resume_to_the_end(
+    provisioned_services, builtin_model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """DDP as on a job pinned to two GPUs, here with two CPU workers (gloo)."""
+    from sage_tui.core.training.supervisor import Supervisor
+
+    monkeypatch.setenv("SAGE_TRAIN_PROCESSES", "2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    services = provisioned_services
+    supervisor = Supervisor(services.store, services.settings.paths, devices=lambda: [])
+    spec = write_spec(tmp_path / "ddp", builtin_model_dir, max_steps=12, save_steps=4)
+    job = supervisor.submit(spec)
+    try:
+        deadline = time.monotonic() + 600
+        while supervisor.last_checkpoint(job.id) is None:
+            supervisor.poll()
+            assert supervisor.get(job.id).status == "running", supervisor.get(job.id).error
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        stopped = supervisor.cancel(job.id, grace_seconds=120)
+        assert stopped.status == "cancelled", stopped.error
+        assert (job.output_dir / "checkpoints" / f"checkpoint-{stopped.step}").is_dir()
+
+        supervisor.start(job.id, resume=True)
+        while supervisor.get(job.id).active:
+            supervisor.poll()
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        done = supervisor.get(job.id)
+        assert done.status == "completed", done.error
+        assert done.step == 12 and (done.output_dir / "adapter_model.safetensors").is_file()
+        # Rank 0 alone reports: one `started` a run, one `stopped`, one `finished`.
+        assert [k for k in kinds(done.output_dir) if k != "step" and k != "checkpoint"] == [
+            "started",
+            "stopped",
+            "started",
+            "finished",
+        ]
+        assert "training with 2 workers" in (done.output_dir / "train.log").read_text()
+    finally:
+        if supervisor.get(job.id).active:
+            supervisor.cancel(job.id, grace_seconds=1, term_seconds=1)

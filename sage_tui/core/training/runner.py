@@ -4,6 +4,11 @@ Runs TRL's `SFTTrainer` with a PEFT LoRA adapter on the job's spec (`JOB_DIR/spe
 reports through `JOB_DIR/events.jsonl`. It is started in its own session by the supervisor, so
 it keeps running when the TUI exits or the SSH connection drops.
 
+With more than one GPU visible (the queue shows a job only the GPUs it was given) the runner
+re-executes itself under `torch.distributed.run` in the same process, one worker per GPU
+(DDP): rank 0 reports and saves, every rank stops on the same step. On a machine without GPUs
+`SAGE_TRAIN_PROCESSES` asks for that many CPU workers (gloo), which is how DDP is tested here.
+
 Exit codes: 0 finished (adapter saved, `finished` event); 3 stopped on request (a `STOP` file
 in the job folder, or SIGTERM) after a final checkpoint (`stopped` event); 1 failed (`failed`
 event with the reason and a suggestion). The adapter is written to a temporary folder and moved
@@ -27,6 +32,7 @@ from sage_tui.core.training.events import EventWriter
 from sage_tui.core.training.spec import JobSpec
 
 STOP_FILE = "STOP"
+PROCESSES_ENV = "SAGE_TRAIN_PROCESSES"
 CHECKPOINTS = "checkpoints"
 EXIT_FINISHED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
 
@@ -74,11 +80,14 @@ def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None)
     class Reporter(TrainerCallback):
         def __init__(self) -> None:
             self.stop_requested = False
+            self.reporting = _rank() == 0
             self.started = time.monotonic()
             self.first_step: int | None = None
             self.last: tuple[float, float] | None = None  # (time, tokens seen)
 
         def on_train_begin(self, args, state, control, **kwargs):
+            if not self.reporting:
+                return
             events.write(
                 "started",
                 total_steps=state.max_steps,
@@ -88,6 +97,8 @@ def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
+            if not self.reporting:
+                return
             if "eval_loss" in logs:
                 events.write("eval", step=state.global_step, eval_loss=logs["eval_loss"])
             if "loss" not in logs:
@@ -116,11 +127,14 @@ def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None)
             )
 
         def on_save(self, args, state, control, **kwargs):
+            if not self.reporting:
+                return
             path = job_dir / CHECKPOINTS / f"checkpoint-{state.global_step}"
             events.write("checkpoint", step=state.global_step, path=str(path))
 
         def on_step_end(self, args, state, control, **kwargs):
-            if self.stop_requested or (job_dir / STOP_FILE).exists():
+            asked = self.stop_requested or (job_dir / STOP_FILE).exists()
+            if _agreed(asked):  # every worker stops on the same step, or the others hang
                 self.stop_requested = True
                 control.should_training_stop = True
                 control.should_save = True
@@ -164,6 +178,8 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
         seed=spec.seed,
         report_to=[],
         use_cpu=not cuda,
+        # LoRA leaves no trainable parameter unused; searching for them costs every step.
+        ddp_find_unused_parameters=False,
         # Recomputing activations saves GPU memory but only costs time on a CPU.
         gradient_checkpointing=cuda,
         **spec.extra,
@@ -193,9 +209,12 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
     )
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if reporter.stop_requested:
-        saved = last_checkpoint(job_dir)
-        events.write("stopped", step=trainer.state.global_step, checkpoint=str(saved or ""))
+        if reporter.reporting:
+            saved = last_checkpoint(job_dir)
+            events.write("stopped", step=trainer.state.global_step, checkpoint=str(saved or ""))
         return EXIT_STOPPED
+    if not reporter.reporting:
+        return EXIT_FINISHED
     metrics = dict(result.metrics)
     _save_final(trainer, config, spec, metrics, job_dir)
     events.write("finished", output_dir=str(job_dir), metrics=metrics)
@@ -239,6 +258,61 @@ def describe_failure(err: BaseException, job_dir: Path) -> tuple[str, str]:
     return first, f"see {job_dir / 'train.log'} for the full error"
 
 
+def _rank() -> int:
+    """This worker's rank under torch.distributed.run; 0 when training alone."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def _agreed(flag: bool) -> bool:
+    """True on every worker if it is true on any (one worker alone: `flag`)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    import torch
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    vote = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())
+
+
+def worker_count(env: dict[str, str] | os._Environ[str] = os.environ) -> int:
+    """Workers to train with: one per visible GPU; on a machine without GPUs,
+    `SAGE_TRAIN_PROCESSES` (default 1)."""
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        gpus = len([part for part in visible.split(",") if part.strip()])
+    else:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    if gpus:
+        return gpus
+    raw = env.get(PROCESSES_ENV, "1")
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"{PROCESSES_ENV}={raw!r} is not a whole number of at least 1")
+    return count
+
+
+def distributed_command(argv: list[str], workers: int) -> list[str]:
+    """This runner's command line under torch.distributed.run with `workers` workers."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={workers}",
+        "-m",
+        "sage_tui.core.training.runner",
+        *argv,
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the training child process."""
     parser = argparse.ArgumentParser(prog="python -m sage_tui.core.training.runner")
@@ -247,6 +321,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     job_dir = args.job_dir.absolute()
     events = EventWriter(job_dir)
+    if "WORLD_SIZE" not in os.environ:
+        try:
+            workers = worker_count()
+        except ValueError as err:
+            events.write("failed", reason=str(err), suggestion=f"unset {PROCESSES_ENV}")
+            return EXIT_FAILED
+        if workers > 1:
+            # Same pid, so the supervisor keeps following (and signalling) the job.
+            events.close()
+            again = [str(job_dir), "--resume"] if args.resume else [str(job_dir)]
+            command = distributed_command(again, workers)
+            print(f"training with {workers} workers: {' '.join(command)}", flush=True)
+            # torch.distributed.run gives each worker one thread unless told; share the cores.
+            threads = str(max(1, (os.cpu_count() or 1) // workers))
+            os.execve(sys.executable, command, {"OMP_NUM_THREADS": threads, **os.environ})
     try:
         return train(job_dir, args.resume, events)
     except BaseException as err:  # every way out must leave a `failed` event behind
