@@ -16,10 +16,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Static
 
+from sage_tui.core.gpu import ResourceSnapshot, format_bytes
 from sage_tui.core.store import ModelRecord
 from sage_tui.core.training.backend import adapter_name, register_job_adapter
+from sage_tui.core.training.jobs import Job
 from sage_tui.core.training.spec import JobSpec, SpecError
-from sage_tui.core.training.supervisor import LOG_FILE, Job
+from sage_tui.core.training.supervisor import LOG_FILE
 from sage_tui.ui.messages import JobsUpdated, ModelsChanged, SwitchModelRequested
 from sage_tui.ui.modals.use_backend import UseBackendModal
 from sage_tui.ui.screens.base import StudioScreen
@@ -30,8 +32,9 @@ from sage_tui.ui.widgets.loss_chart import LossChartPanel
 LOG_LINES = 15
 
 
-def job_summary(job: Job) -> str:
-    """A line or two about one job for the detail panel (plain text)."""
+def job_summary(job: Job, resources: ResourceSnapshot | None = None) -> str:
+    """A line or two about one job for the detail panel (plain text); a running job's GPUs
+    with their memory in use, from `resources`."""
     parts = [f"{job.id}: {job.status}", f"base {job.base_model}"]
     if job.placement:
         parts.append(f"on {job.placement}")
@@ -43,10 +46,23 @@ def job_summary(job: Job) -> str:
         parts.append(f"eval loss {job.eval_loss:.4f}")
     if job.status == "running":
         parts.append(f"ETA {format_eta(job.eta_seconds)}")
-    text = "  ·  ".join(parts)
+    text = "  ·  ".join(parts) + _gpu_memory(job, resources)
     if job.error:
         text += f"\nerror: {job.error}"
     return text
+
+
+def _gpu_memory(job: Job, resources: ResourceSnapshot | None) -> str:
+    if job.status != "running" or not job.gpus or resources is None:
+        return ""
+    held = [gpu for gpu in resources.gpus if gpu.index in job.gpus]
+    if not held:
+        return ""
+    return "".join(
+        f"\nGPU {gpu.index}: {format_bytes(gpu.memory_used)}/{format_bytes(gpu.memory_total)}"
+        " in use" + (f", {gpu.utilization}% busy" if gpu.utilization is not None else "")
+        for gpu in held
+    )
 
 
 def read_log_tail(path: Path, lines: int = LOG_LINES) -> str:
@@ -167,7 +183,7 @@ class FinetuneScreen(StudioScreen):
             self.query_one("#finetune-log", Static).update("")
             return
         summary.set_class(job.status == "failed", "-error")
-        summary.update(job_summary(job))
+        summary.update(job_summary(job, self.app.resources))
         key = (job.id, job.status, job.step)
         if key != self._detail_key:
             self._detail_key = key
