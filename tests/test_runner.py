@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sage_tui.core.training.events import read_events
+from sage_tui.core.training.jobs import Job
 from sage_tui.core.training.runner import (
     STOP_FILE,
     describe_failure,
@@ -56,6 +58,18 @@ def start(job_dir: Path, *args: str) -> subprocess.Popen:
 
 def kinds(job_dir: Path) -> list[str]:
     return [e.kind for e in read_events(job_dir)[0]]
+
+
+def follow_until(supervisor, task_id: str, deadline: float, done: Callable[[Job], object]) -> Job:
+    """Poll the supervisor until `done(job)`; the job must not end in between unless it is done."""
+    while True:
+        supervisor.poll()
+        job = supervisor.get(task_id)
+        if done(job):
+            return job
+        assert job.active, job.error
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
 
 
 def taught_answer(base: Path, adapter: Path, question: str) -> str:
@@ -199,11 +213,7 @@ def test_sigkill_marks_the_job_interrupted_and_resume_completes_it(
     job = supervisor.submit(spec)
     try:
         deadline = time.monotonic() + 600
-        while supervisor.last_checkpoint(job.id) is None:
-            supervisor.poll()
-            assert supervisor.get(job.id).status == "running", supervisor.get(job.id).error
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+        follow_until(supervisor, job.id, deadline, lambda j: supervisor.last_checkpoint(j.id))
         os.killpg(supervisor.get(job.id).pid, signal.SIGKILL)
         while supervisor.get(job.id).status == "running":
             supervisor.poll()
@@ -211,11 +221,7 @@ def test_sigkill_marks_the_job_interrupted_and_resume_completes_it(
         assert supervisor.get(job.id).status == "interrupted"
 
         supervisor.start(job.id, resume=True)
-        while supervisor.get(job.id).active:
-            supervisor.poll()
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-        done = supervisor.get(job.id)
+        done = follow_until(supervisor, job.id, deadline, lambda j: not j.active)
         assert done.status == "completed", done.error
         assert done.step == 20
         assert (done.output_dir / "adapter_model.safetensors").is_file()
@@ -274,21 +280,13 @@ def test_two_workers_stop_together_and_resume_to_the_end(
     job = supervisor.submit(spec)
     try:
         deadline = time.monotonic() + 600
-        while supervisor.last_checkpoint(job.id) is None:
-            supervisor.poll()
-            assert supervisor.get(job.id).status == "running", supervisor.get(job.id).error
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+        follow_until(supervisor, job.id, deadline, lambda j: supervisor.last_checkpoint(j.id))
         stopped = supervisor.cancel(job.id, grace_seconds=120)
         assert stopped.status == "cancelled", stopped.error
         assert (job.output_dir / "checkpoints" / f"checkpoint-{stopped.step}").is_dir()
 
         supervisor.start(job.id, resume=True)
-        while supervisor.get(job.id).active:
-            supervisor.poll()
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-        done = supervisor.get(job.id)
+        done = follow_until(supervisor, job.id, deadline, lambda j: not j.active)
         assert done.status == "completed", done.error
         assert done.step == 12 and (done.output_dir / "adapter_model.safetensors").is_file()
         # Rank 0 alone reports: one `started` a run, one `stopped`, one `finished`.
