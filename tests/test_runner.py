@@ -273,7 +273,6 @@ def test_two_workers_stop_together_and_resume_to_the_end(
     from sage_tui.core.training.supervisor import Supervisor
 
     monkeypatch.setenv("SAGE_TRAIN_PROCESSES", "2")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     services = provisioned_services
     supervisor = Supervisor(services.store, services.settings.paths, devices=lambda: [])
     spec = write_spec(tmp_path / "ddp", builtin_model_dir, max_steps=12, save_steps=4)

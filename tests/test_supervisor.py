@@ -340,10 +340,12 @@ def test_two_jobs_share_a_gpu_when_the_user_allows(supervisors, spec_for, modes)
     assert wait_for(sup, "r", ended).status == "completed"
 
 
-def test_cpu_jobs_run_without_cuda_settings(sup: Supervisor, spec_for) -> None:
+def test_cpu_jobs_see_no_gpu(sup: Supervisor, spec_for) -> None:
     job = wait_for(sup, sup.submit(spec_for("cpu")).id, ended)
     assert job.gpus == () and job.placement == "CPU"
-    assert gpus_given(job)[0]["CUDA_DEVICE_ORDER"] == os.environ.get("CUDA_DEVICE_ORDER")
+    given = gpus_given(job)[0]
+    assert given["CUDA_VISIBLE_DEVICES"] == ""
+    assert given["CUDA_DEVICE_ORDER"] == os.environ.get("CUDA_DEVICE_ORDER")
 
 
 # -- re-attach --------------------------------------------------------------------------------

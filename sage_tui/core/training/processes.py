@@ -49,12 +49,14 @@ def spawn_runner(
 ) -> subprocess.Popen[bytes]:
     """Start a runner in its own session, output appended to its log after a header line.
 
-    With `gpus` it sees only those GPUs, numbered as NVML numbers them. OSError when it cannot
-    be started.
+    It sees only `gpus`, numbered as NVML numbers them (none for a CPU job). OSError when it
+    cannot be started.
     """
-    env = {}
+    # A job placed on the CPU sees no GPU either: were NVML broken on a GPU machine, the job
+    # must not take every GPU of a shared box.
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
     if gpus:
-        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     return _detached(
         command, log_path, f"\n=== {stamp} {header}: {' '.join(command)}\n", job_dir, env

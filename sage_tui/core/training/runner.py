@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +278,7 @@ def _agreed(flag: bool) -> bool:
     return bool(vote.item())
 
 
-def worker_count(env: dict[str, str] | os._Environ[str] = os.environ) -> int:
+def worker_count(env: Mapping[str, str] = os.environ) -> int:
     """Workers to train with: one per visible GPU; on a machine without GPUs,
     `SAGE_TRAIN_PROCESSES` (default 1)."""
     visible = env.get("CUDA_VISIBLE_DEVICES")
