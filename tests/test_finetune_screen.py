@@ -98,7 +98,9 @@ async def test_start_follow_and_finish_a_job(make_app) -> None:
         assert job.step == job.total_steps == 4 and job.progress == 1.0
         await until(lambda: len(screen.query_one(LossChartPanel).losses) == 4)
         assert screen.query_one(LossChartPanel).losses == [2.0, 1.0, 0.6667, 0.5]
-        assert screen.query_one("#finetune-jobs").get_row("ft-pilot")[1].plain == "completed"
+        # The table follows app.jobs through a message: wait for it rather than race it.
+        table = screen.query_one("#finetune-jobs")
+        await until(lambda: table.get_row("ft-pilot")[1].plain == "completed")
         assert "completed" in str(screen.query_one("#finetune-job-summary").render())
 
         await until(lambda: any(isinstance(m, JobEnded) for m in seen))
@@ -192,7 +194,7 @@ async def test_cancel_then_resume_from_the_screen(make_app) -> None:
         await pilot.press("ctrl+s")
         await until(lambda: app.jobs and app.jobs[0].status == "running" and app.jobs[0].step)
         table = app.screen.query_one("#finetune-jobs")
-        assert table.get_row("ft-stop")[2] == "CPU"
+        await until(lambda: "ft-stop" in table.rows and table.get_row("ft-stop")[2] == "CPU")
         table.focus()
         await pilot.press("d")  # refused while it runs, and the user is told why
         await until(lambda: any("cancel it before" in n.message for n in app._notifications))
