@@ -12,6 +12,8 @@ from sage_tui.core.models.builtin import BUILTIN_MODELS, is_provisioned, provisi
 from sage_tui.paths import Paths, resolve_home
 from sage_tui.services import Services, open_services
 
+pytest_plugins = ["tests.support.supervising"]
+
 BUILTIN = "smollm2-135m-instruct"
 REPO = Path(__file__).resolve().parent.parent
 GIB = 1024**3

@@ -1,145 +1,38 @@
-"""The training supervisor, with a fake runner: start, follow, queue, cancel, resume, re-attach."""
+"""The training supervisor, with a fake runner: start, follow, cancel, resume, re-attach.
+
+The queue (slots, GPUs, pinning) is in test_supervisor_queue.py; the fixtures (`sup`,
+`supervisors`, `spec_for`, `modes`, `store`, `paths`) in tests/support/supervising.py."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from sage_tui.core.store import Store
-from sage_tui.core.training.placement import Device
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.core.training.supervisor import (
     STATUSES,
-    Job,
     JobError,
     Supervisor,
     default_runner_command,
 )
 from sage_tui.paths import Paths
-
-REPO = Path(__file__).resolve().parent.parent
-FAKE_RUNNER = REPO / "tests" / "support" / "fake_runner.py"
-TIMEOUT = 15.0
-
-
-def fake_command(modes: dict[str, str]) -> Callable[[Path, bool], list[str]]:
-    """A runner command that starts the fake runner in the mode chosen for the job."""
-
-    def command(job_dir: Path, resume: bool) -> list[str]:
-        mode = modes.get(job_dir.name, "ok")
-        return [sys.executable, str(FAKE_RUNNER), str(job_dir), "--mode", mode] + (
-            ["--resume"] if resume else []
-        )
-
-    return command
-
-
-@pytest.fixture
-def paths(tmp_path: Path) -> Paths:
-    return Paths(tmp_path / "home").ensure()
-
-
-@pytest.fixture
-def store(paths: Paths) -> Store:
-    opened = Store(paths.db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def modes() -> dict[str, str]:
-    return {}
-
-
-@pytest.fixture
-def supervisors(store: Store, paths: Paths, modes: dict[str, str]):
-    """Makes supervisors over the test's store; every job still running is killed at the end."""
-    made: list[Supervisor] = []
-
-    def make(
-        jobs_per_device: int = 1, over: Store | None = None, gpus: Sequence[Device] = ()
-    ) -> Supervisor:
-        sup = Supervisor(
-            over or store,
-            paths,
-            runner_command=fake_command(modes),
-            jobs_per_device=jobs_per_device,
-            devices=lambda: gpus,
-        )
-        made.append(sup)
-        return sup
-
-    yield make
-    for job in made[0].list() if made else []:
-        if job.status == "running" and job.pid:
-            with contextlib.suppress(OSError):
-                os.killpg(job.pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def sup(supervisors) -> Supervisor:
-    return supervisors()
-
-
-@pytest.fixture
-def spec_for(tmp_path: Path) -> Callable[[str], JobSpec]:
-    base = tmp_path / "base"
-    base.mkdir()
-    data = tmp_path / "data.jsonl"
-    data.write_text('{"question": "q", "answer": "a"}\n')
-
-    def make(task_id: str) -> JobSpec:
-        return JobSpec(task_id=task_id, base_model="tiny", base_path=str(base), dataset=str(data))
-
-    return make
-
-
-def wait_for(
-    sup: Supervisor, task_id: str, predicate: Callable[[Job], bool], timeout: float = TIMEOUT
-) -> Job:
-    """Poll until the job satisfies `predicate`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        sup.poll()
-        job = sup.get(task_id)
-        if predicate(job):
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting on {job}")
-        time.sleep(0.05)
-
-
-def ended(job: Job) -> bool:
-    return job.status not in ("queued", "running")
-
-
-def stepping(job: Job) -> bool:
-    return job.status == "running" and (job.step or 0) >= 1
-
-
-def argv_runs(job: Job) -> list[list[str]]:
-    lines = (job.output_dir / "argv.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] != "Z"
-
+from tests.support.supervising import (
+    FAKE_RUNNER,
+    REPO,
+    TIMEOUT,
+    argv_runs,
+    ended,
+    pid_alive,
+    stepping,
+    wait_for,
+)
 
 # -- outcomes ---------------------------------------------------------------------------------
 
@@ -248,104 +141,6 @@ def test_cancel_queued_job_at_once(supervisors, spec_for, modes) -> None:
     assert job.status == "cancelled" and job.pid is None and job.finished_at
     assert sup.cancel("first", grace_seconds=10).status == "cancelled"
     assert sup.poll() == []  # the cancelled one is not started
-
-
-# -- queue ------------------------------------------------------------------------------------
-
-
-def test_queue_starts_the_next_job_when_one_ends(supervisors, spec_for, modes) -> None:
-    sup = supervisors(jobs_per_device=1)
-    modes["a"] = "hang"
-    assert sup.submit(spec_for("a")).status == "running"
-    assert sup.submit(spec_for("b")).status == "queued"
-    wait_for(sup, "a", stepping)
-    sup.poll()
-    assert sup.get("b").status == "queued"
-    assert [j.id for j in sup.list()] == ["b", "a"]
-    sup.cancel("a", grace_seconds=10)
-    assert sup.get("b").status == "running"  # cancel's poll started it
-    assert wait_for(sup, "b", ended).status == "completed"
-
-
-def test_two_slots_run_two_jobs(supervisors, spec_for) -> None:
-    sup = supervisors(jobs_per_device=2)
-    assert sup.submit(spec_for("x")).status == "running"
-    assert sup.create(spec_for("y")).status == "queued"
-    changed = sup.poll()
-    assert [(j.id, j.status) for j in changed] == [("y", "running")]
-    for task_id in ("x", "y"):
-        assert wait_for(sup, task_id, ended).status == "completed"
-
-
-def gpus_given(job: Job) -> list[dict[str, str | None]]:
-    lines = (job.output_dir / "gpus.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
-
-
-def test_one_job_per_gpu_least_busy_first_and_pinned_jobs_wait(
-    supervisors, spec_for, modes
-) -> None:
-    gib = 1024**3
-    sup = supervisors(gpus=[Device(0, 20 * gib), Device(1, 70 * gib)])
-    for task_id in ("a", "b", "c", "d"):
-        modes[task_id] = "hang"
-    a = sup.submit(spec_for("a"))
-    b = sup.submit(spec_for("b"))
-    assert (a.gpus, b.gpus) == ((1,), (0,))  # most free memory first, then the other
-    assert a.placement == "GPU 1"
-    wait_for(sup, "a", stepping)
-    given = gpus_given(sup.get("a"))
-    assert given == [{"CUDA_VISIBLE_DEVICES": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}]
-    pinned = sup.submit(spec_for("d").with_changes(gpus=[1]))
-    assert sup.submit(spec_for("c")).status == "queued"
-    assert pinned.status == "queued" and pinned.gpus is None
-    sup.cancel("b", grace_seconds=10)  # GPU 0 frees: c takes it, d still waits for GPU 1
-    assert (sup.get("c").status, sup.get("c").gpus) == ("running", (0,))
-    assert sup.get("d").status == "queued"
-    sup.cancel("a", grace_seconds=10)
-    assert (sup.get("d").status, sup.get("d").gpus) == ("running", (1,))
-    for task_id in ("c", "d"):
-        assert sup.cancel(task_id, grace_seconds=10).status == "cancelled"
-    assert "starting on GPU 1" in (sup.get("d").output_dir / "train.log").read_text()
-
-
-def test_job_pinned_to_a_missing_gpu_is_refused_before_it_exists(
-    supervisors, spec_for, paths
-) -> None:
-    gpus = [Device(0, 1), Device(1, 1)]
-    sup = supervisors(gpus=gpus)
-    with pytest.raises(JobError, match=r"far: .*GPU 5, which .* \(GPUs here: 0,1\)"):
-        sup.submit(spec_for("far").with_changes(gpus=[5]))
-    assert sup.list() == [] and not paths.job_dir("far").exists()
-    with pytest.raises(JobError, match="this host has no usable GPU"):
-        supervisors().submit(spec_for("none").with_changes(gpus=[0]))
-    # A GPU that vanishes while the job waits (a driver reset) fails the job when it comes up.
-    first = sup.submit(spec_for("first").with_changes(gpus=[1]))
-    assert first.status == "running"
-    sup.submit(spec_for("later").with_changes(gpus=[1]))
-    gpus.pop()
-    sup.cancel("first", grace_seconds=10)
-    job = sup.get("later")
-    assert job.status == "failed" and "GPUs here: 0" in job.error and job.pid is None
-
-
-def test_two_jobs_share_a_gpu_when_the_user_allows(supervisors, spec_for, modes) -> None:
-    sup = supervisors(jobs_per_device=2, gpus=[Device(0, 1)])
-    modes["p"] = modes["q"] = "hang"
-    assert sup.submit(spec_for("p")).gpus == (0,)
-    assert sup.submit(spec_for("q")).gpus == (0,)
-    assert sup.submit(spec_for("r")).status == "queued"
-    for task_id in ("p", "q"):
-        sup.cancel(task_id, grace_seconds=10)
-    assert wait_for(sup, "r", ended).status == "completed"
-
-
-def test_cpu_jobs_see_no_gpu(sup: Supervisor, spec_for) -> None:
-    job = wait_for(sup, sup.submit(spec_for("cpu")).id, ended)
-    assert job.gpus == () and job.placement == "CPU"
-    given = gpus_given(job)[0]
-    assert given["CUDA_VISIBLE_DEVICES"] == ""
-    assert given["CUDA_DEVICE_ORDER"] == os.environ.get("CUDA_DEVICE_ORDER")
 
 
 # -- re-attach --------------------------------------------------------------------------------
