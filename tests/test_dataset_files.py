@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sage_tui.core.dataset_files import read_rows
-from sage_tui.core.datasets import DatasetError, load_dataset_file
+from sage_tui.core.data.files import read_rows
+from sage_tui.core.data import DatasetError, load_dataset_file
 from tests.test_datasets import write_rows
 
 

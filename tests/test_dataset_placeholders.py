@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sage_tui.core.datasets import fill_placeholders, find_placeholders, load_dataset_file
+from sage_tui.core.data import fill_placeholders, find_placeholders, load_dataset_file
 from tests.test_datasets import shared, write_rows
 
 

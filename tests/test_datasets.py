@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from sage_tui.core.dataset_preview import Preview, preview, render_histogram
-from sage_tui.core.datasets import (
+from sage_tui.core.data.preview import Preview, preview, render_histogram
+from sage_tui.core.data import (
     DatasetError,
     Example,
     Format,

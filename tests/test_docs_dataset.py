@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sage_tui.core.datasets import DatasetError, Format, load_dataset_file
-from sage_tui.core.docs_dataset import build_docs_dataset, docs_to_examples
+from sage_tui.core.data import DatasetError, Format, load_dataset_file
+from sage_tui.core.data.docs import build_docs_dataset, docs_to_examples
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 DOCS = SAMPLE / "docs"

@@ -55,7 +55,7 @@ def last_checkpoint(job_dir: Path) -> Path | None:
 def load_examples(spec: JobSpec) -> tuple[list[dict], list[dict]]:
     """Training and evaluation rows for TRL: {"messages": [...]} or {"text": ...}, with the
     spec's placeholder values filled in."""
-    from sage_tui.core.datasets import load_dataset_file, split
+    from sage_tui.core.data import load_dataset_file, split
 
     loaded = load_dataset_file(
         Path(spec.dataset),

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sage_tui.core.dataset_placeholders import PLACEHOLDER_NAME
+from sage_tui.core.data.placeholders import PLACEHOLDER_NAME
 from sage_tui.core.engines.plan import VLLM_LORA_RANKS
 from sage_tui.errors import SageError
 

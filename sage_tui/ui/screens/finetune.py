@@ -142,7 +142,7 @@ class FinetuneScreen(StudioScreen):
     @work(thread=True, exit_on_error=False, group="finetune-jobs", description="start the job")
     def submit_job(self, spec: JobSpec) -> None:
         """Refuse a bad dataset before anything is created, then create and start the job."""
-        from sage_tui.core.datasets import load_dataset_file
+        from sage_tui.core.data import load_dataset_file
 
         loaded = load_dataset_file(spec.dataset, placeholders=spec.placeholders)
         job = self.app.supervisor.submit(spec.with_changes(dataset_format=loaded.format.value))

@@ -212,8 +212,8 @@ class JobForm(VerticalScroll):
     )
     def check_dataset(self, path: Path, base_path: str | None, max_length: int) -> None:
         """Load the dataset and count its tokens with the base model's tokenizer."""
-        from sage_tui.core.dataset_preview import preview
-        from sage_tui.core.datasets import find_placeholders, load_dataset_file
+        from sage_tui.core.data.preview import preview
+        from sage_tui.core.data import find_placeholders, load_dataset_file
 
         try:
             loaded = load_dataset_file(path, skip_invalid=True)

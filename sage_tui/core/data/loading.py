@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sage_tui.core.dataset_files import SUPPORTED_EXTENSIONS, read_rows
-from sage_tui.core.dataset_formats import (
+from sage_tui.core.data.files import SUPPORTED_EXTENSIONS, read_rows
+from sage_tui.core.data.formats import (
     FORMATS,
     ROLES,
     DatasetError,
@@ -36,7 +36,7 @@ from sage_tui.core.dataset_formats import (
     to_example,
     to_messages,
 )
-from sage_tui.core.dataset_placeholders import (
+from sage_tui.core.data.placeholders import (
     fill_placeholders,
     find_placeholders,
     is_placeholder_warning,

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from sage_tui.core.datasets import DatasetError, Example, write_jsonl
+from sage_tui.core.data.loading import DatasetError, Example, write_jsonl
 
 MIN_BODY_CHARS = 40
 _HEADING = re.compile(r"^ {0,3}(#{1,4})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sage_tui.core.dataset_formats import Example
+from sage_tui.core.data.formats import Example
 
 PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """What a placeholder's name may be (match it whole)."""

@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from sage_tui import __version__, cli_training
+from sage_tui import __version__
+from sage_tui.cli import training as cli_training
 from sage_tui.config import ENGINES, Settings
 from sage_tui.core.engines.base import Sampling
 from sage_tui.errors import SageError

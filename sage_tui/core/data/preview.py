@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sage_tui.core.datasets import DatasetError, Example, LoadedDataset
+from sage_tui.core.data.loading import DatasetError, Example, LoadedDataset
 
 
 @dataclass(frozen=True)

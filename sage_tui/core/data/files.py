@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sage_tui.core.dataset_formats import DatasetError, json_type, marked_format
+from sage_tui.core.data.formats import DatasetError, json_type, marked_format
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".jsonl", ".json", ".csv")
 

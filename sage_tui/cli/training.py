@@ -105,8 +105,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _finetune(services, supervisor, args: argparse.Namespace) -> int:
-    from sage_tui.core.dataset_placeholders import is_placeholder_warning
-    from sage_tui.core.datasets import find_placeholders, load_dataset_file
+    from sage_tui.core.data.placeholders import is_placeholder_warning
+    from sage_tui.core.data import find_placeholders, load_dataset_file
     from sage_tui.core.training.placement import parse_gpus
     from sage_tui.core.training.spec import PRESETS, JobSpec, preset_for
 
