@@ -8,6 +8,8 @@ With more than one GPU visible (the queue shows a job only the GPUs it was given
 re-executes itself under `torch.distributed.run` in the same process, one worker per GPU
 (DDP): rank 0 reports and saves, every rank stops on the same step. On a machine without GPUs
 `SAGE_TRAIN_PROCESSES` asks for that many CPU workers (gloo), which is how DDP is tested here.
+`SAGE_TRAIN_CPUS` (set by the supervisor on CPU hosts while an engine runs, see
+`core.cpu_share`) pins the runner to those cores and sizes its threads to match.
 
 Exit codes: 0 finished (adapter saved, `finished` event); 3 stopped on request (a `STOP` file
 in the job folder, or SIGTERM) after a final checkpoint (`stopped` event); 1 failed (`failed`
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sage_tui.core.cpu_share import TRAIN_CPUS_ENV, allowed_cpus, apply_runner_share
 from sage_tui.core.training.events import EventWriter
 from sage_tui.core.training.spec import JobSpec
 
@@ -321,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     job_dir = args.job_dir.absolute()
+    try:
+        # Before torch starts its threads: they size themselves from what this sets.
+        pinned = apply_runner_share()
+    except ValueError as err:
+        events.write("failed", reason=str(err), suggestion=f"unset {TRAIN_CPUS_ENV}")
+        return EXIT_FAILED
     events = EventWriter(job_dir)
     if "WORLD_SIZE" not in os.environ:
         try:
@@ -335,8 +344,11 @@ def main(argv: list[str] | None = None) -> int:
             command = distributed_command(again, workers)
             print(f"training with {workers} workers: {' '.join(command)}", flush=True)
             # torch.distributed.run gives each worker one thread unless told; share the cores.
-            threads = str(max(1, (os.cpu_count() or 1) // workers))
-            os.execve(sys.executable, command, {"OMP_NUM_THREADS": threads, **os.environ})
+            threads = str(max(1, len(allowed_cpus()) // workers))
+            env = {"OMP_NUM_THREADS": threads, **os.environ}
+            if pinned:  # the cores given to this job, not the user's own setting
+                env["OMP_NUM_THREADS"] = threads
+            os.execve(sys.executable, command, env)
     try:
         return train(job_dir, args.resume, events)
     except BaseException as err:  # every way out must leave a `failed` event behind

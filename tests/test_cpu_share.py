@@ -1,0 +1,131 @@
+"""Sharing a CPU host's cores between the engine and training runners."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sage_tui.core import cpu_share
+from sage_tui.core.cpu_share import (
+    NO_SHARE,
+    TRAIN_CPUS_ENV,
+    VLLM_BIND_ENV,
+    CpuShare,
+    apply_runner_share,
+    engine_env,
+    engine_threads,
+    format_cpus,
+    parse_cpus,
+    runner_env,
+    share_cpus,
+)
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gpu", "engine", "jobs", "expected"),
+    [
+        # the project's machine: one core each
+        ([0, 1], False, True, True, CpuShare((0,), (1,))),
+        # one core: nothing to split
+        ([0], False, True, True, NO_SHARE),
+        # GPU hosts: the heavy work is on the GPUs
+        ([0, 1, 2, 3], True, True, True, NO_SHARE),
+        # only one side runs: it may use every core
+        ([0, 1], False, True, False, NO_SHARE),
+        ([0, 1], False, False, True, NO_SHARE),
+        ([0, 1], False, False, False, NO_SHARE),
+        # odd counts: the runner (the steadier load) gets the larger half
+        ([0, 1, 2], False, True, True, CpuShare((0,), (1, 2))),
+        ([0, 1, 2, 3], False, True, True, CpuShare((0, 1), (2, 3))),
+        (range(16), False, True, True, CpuShare(tuple(range(8)), tuple(range(8, 16)))),
+        # a restricted affinity mask (taskset, containers): only the allowed cores count
+        ([5, 3, 3, 9], False, True, True, CpuShare((3,), (5, 9))),
+    ],
+)
+def test_share_cpus(cpus, gpu, engine, jobs, expected) -> None:
+    assert share_cpus(cpus, gpu=gpu, engine=engine, jobs=jobs) == expected
+
+
+@pytest.mark.parametrize(
+    ("cpus", "text"),
+    [((0,), "0"), ((0, 1), "0-1"), ((0, 1, 2, 5), "0-2,5"), ((7, 3, 4), "3-4,7"), ((), "")],
+)
+def test_cpu_lists_are_written_as_linux_and_vllm_read_them(cpus, text) -> None:
+    assert format_cpus(cpus) == text
+    if cpus:
+        assert parse_cpus(text) == tuple(sorted(cpus))
+
+
+@pytest.mark.parametrize("bad", ["", ",", "x", "3-1", "-1", "0-", "1-2-3"])
+def test_bad_cpu_lists_are_refused(bad) -> None:
+    with pytest.raises(ValueError, match="CPU"):
+        parse_cpus(bad)
+
+
+def test_child_environments_on_two_cores() -> None:
+    assert runner_env(gpu=False, engine=True, cpus=[0, 1], env={}) == {TRAIN_CPUS_ENV: "1"}
+    assert runner_env(gpu=False, engine=False, cpus=[0, 1], env={}) == {}
+    assert runner_env(gpu=True, engine=True, cpus=[0, 1], env={}) == {}
+    # vLLM binds once, at start: it keeps to its share even before any job runs
+    assert engine_env(gpu=False, cpus=[0, 1], env={}) == {VLLM_BIND_ENV: "0"}
+    assert engine_env(gpu=False, cpus=range(8), env={}) == {VLLM_BIND_ENV: "0-3"}
+    assert engine_env(gpu=True, cpus=[0, 1], env={}) == {}
+    assert engine_env(gpu=False, cpus=[0], env={}) == {}
+    assert engine_threads(gpu=False, jobs=True, cpus=[0, 1]) == 1
+    assert engine_threads(gpu=False, jobs=False, cpus=[0, 1]) is None
+
+
+def test_a_users_own_setting_wins() -> None:
+    assert runner_env(gpu=False, engine=True, cpus=[0, 1], env={TRAIN_CPUS_ENV: "0-1"}) == {}
+    assert engine_env(gpu=False, cpus=[0, 1], env={VLLM_BIND_ENV: "nobind"}) == {}
+
+
+def test_runner_share_pins_the_process_and_sizes_its_threads(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(cpu_share, "allowed_cpus", lambda: (0, 1, 2, 3))
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    monkeypatch.setenv("MKL_NUM_THREADS", "8")
+    used = apply_runner_share(
+        {TRAIN_CPUS_ENV: "1-2,7"}, set_affinity=lambda pid, cpus: calls.append((pid, cpus))
+    )
+    assert used == (1, 2)  # core 7 is not ours to use
+    assert calls == [(0, (1, 2))]
+    assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "2"
+
+
+def test_runner_share_unset_changes_nothing() -> None:
+    assert apply_runner_share({}, set_affinity=lambda *_: pytest.fail("pinned")) is None
+
+
+def test_runner_share_naming_no_usable_core_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(cpu_share, "allowed_cpus", lambda: (0, 1))
+    with pytest.raises(ValueError, match=TRAIN_CPUS_ENV):
+        apply_runner_share({TRAIN_CPUS_ENV: "5"}, set_affinity=lambda *_: None)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux affinity")
+def test_the_runner_honours_its_share_before_training(monkeypatch, tmp_path: Path) -> None:
+    """The real runner entry point, with training replaced: it runs pinned, one thread."""
+    from sage_tui.core.training import runner
+
+    before = os.sched_getaffinity(0)
+    core = min(before)
+    seen = {}
+
+    def fake_train(job_dir, resume, events) -> int:
+        seen["cpus"] = os.sched_getaffinity(0)
+        seen["threads"] = os.environ["OMP_NUM_THREADS"]
+        return 0
+
+    monkeypatch.setattr(runner, "train", fake_train)
+    monkeypatch.setenv(TRAIN_CPUS_ENV, str(core))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: one worker, no torch import
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    monkeypatch.setenv("MKL_NUM_THREADS", "")
+    try:
+        assert runner.main([str(tmp_path)]) == 0
+    finally:
+        os.sched_setaffinity(0, before)
+    assert seen == {"cpus": {core}, "threads": "1"}
