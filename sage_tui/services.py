@@ -8,6 +8,7 @@ from sage_tui.config import Settings
 from sage_tui.core.engines.manager import EngineManager
 from sage_tui.core.engines.plan import hardware_from_snapshot
 from sage_tui.core.gpu import ResourceMonitor
+from sage_tui.core.gpu_scope import startup_scope
 from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.store import Store
 
@@ -31,10 +32,13 @@ def open_services(settings: Settings) -> Services:
     paths = settings.paths.ensure()
     store = Store(paths.db)
     registry = ModelRegistry(store, paths)
-    monitor = ResourceMonitor()
+    # The user's CUDA_VISIBLE_DEVICES, captured before anything starts a child; the engine
+    # plans and the queue places inside it.
+    scope = startup_scope()
+    monitor = ResourceMonitor(scope=scope)
     engines = EngineManager(
         registry,
-        lambda: hardware_from_snapshot(monitor.sample()),
+        lambda: hardware_from_snapshot(monitor.sample(), scope),
         engine_kind=settings.engine,
     )
     return Services(settings, store, registry, monitor, engines)

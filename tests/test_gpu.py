@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
-from types import SimpleNamespace
+from pathlib import Path
 
 import pytest
 
@@ -19,107 +18,21 @@ from sage_tui.core.gpu import (
     ResourceSnapshot,
     format_bytes,
 )
+from sage_tui.core.gpu_scope import GpuScope
+from tests.support.fake_nvml import (
+    FakeGpu,
+    FakeMig,
+    FakeNvml,
+    NVMLError,
+    NVMLError_DriverNotLoaded,
+    NVMLError_GpuIsLost,
+    NVMLError_LibraryNotFound,
+)
 
 GIB = 1024**3
 MIB = 1024**2
 # Above Linux's largest possible pid_max (2**22), so no process can have it.
 MISSING_PID = 2**22 + 7
-
-
-# --- fake NVML ---------------------------------------------------------------
-
-
-class NVMLError(Exception):
-    """Base error, as pynvml.NVMLError."""
-
-
-class NVMLError_LibraryNotFound(NVMLError):
-    """As pynvml.NVMLError_LibraryNotFound."""
-
-
-class NVMLError_GpuIsLost(NVMLError):
-    """As pynvml.NVMLError_GpuIsLost."""
-
-
-class NVMLError_NotSupported(NVMLError):
-    """As pynvml.NVMLError_NotSupported."""
-
-
-@dataclass
-class FakeGpu:
-    """Figures one fake GPU reports."""
-
-    name: str | bytes = "NVIDIA H100 80GB HBM3"
-    used: int = 0
-    total: int = 80 * GIB
-    utilization: int | None = 0  # None: the device raises NotSupported
-    compute: list[tuple[int, int | None]] = field(default_factory=list)
-    graphics: list[tuple[int, int | None]] = field(default_factory=list)
-    lost: bool = False  # memory queries raise GpuIsLost
-    processes_fail: bool = False
-
-
-class FakeNvml:
-    """Stand-in for the pynvml module with the functions ResourceMonitor calls."""
-
-    NVMLError = NVMLError
-    NVMLError_LibraryNotFound = NVMLError_LibraryNotFound
-    NVMLError_GpuIsLost = NVMLError_GpuIsLost
-
-    def __init__(
-        self,
-        gpus: list[FakeGpu] | None = None,
-        init_error: BaseException | None = None,
-        count_error: BaseException | None = None,
-    ) -> None:
-        self.gpus = gpus if gpus is not None else []
-        self.init_error = init_error
-        self.count_error = count_error
-        self.init_calls = 0
-        self.shutdown_calls = 0
-
-    def nvmlInit(self) -> None:
-        self.init_calls += 1
-        if self.init_error is not None:
-            raise self.init_error
-
-    def nvmlShutdown(self) -> None:
-        self.shutdown_calls += 1
-
-    def nvmlDeviceGetCount(self) -> int:
-        if self.count_error is not None:
-            raise self.count_error
-        return len(self.gpus)
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
-        return self.gpus[index]
-
-    def nvmlDeviceGetName(self, handle: FakeGpu) -> str | bytes:
-        return handle.name
-
-    def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu) -> SimpleNamespace:
-        if handle.lost:
-            raise NVMLError_GpuIsLost("GPU is lost")
-        return SimpleNamespace(
-            used=handle.used, total=handle.total, free=handle.total - handle.used
-        )
-
-    def nvmlDeviceGetUtilizationRates(self, handle: FakeGpu) -> SimpleNamespace:
-        if handle.utilization is None:
-            raise NVMLError_NotSupported("Not Supported")
-        return SimpleNamespace(gpu=handle.utilization, memory=0)
-
-    def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeGpu) -> list[SimpleNamespace]:
-        return self._procs(handle, handle.compute)
-
-    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: FakeGpu) -> list[SimpleNamespace]:
-        return self._procs(handle, handle.graphics)
-
-    @staticmethod
-    def _procs(handle: FakeGpu, entries: list[tuple[int, int | None]]) -> list[SimpleNamespace]:
-        if handle.processes_fail:
-            raise NVMLError("Not Supported")
-        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in entries]
 
 
 def _this_process_name() -> str:
@@ -386,3 +299,96 @@ def test_import_is_light() -> None:
 )
 def test_format_bytes(n: int, expected: str) -> None:
     assert format_bytes(n) == expected
+
+
+# --- UUIDs, MIG, and GPUs that are there but cannot be read ------------------
+
+UNSET = GpuScope(None)
+
+
+def test_uuid_and_mig_ids_are_read_tolerantly() -> None:
+    fake = FakeNvml(
+        gpus=[
+            FakeGpu(uuid="GPU-aaaa"),
+            FakeGpu(uuid=b"GPU-bbbb", migs=[FakeMig("MIG-1111"), FakeMig(None)]),
+            FakeGpu(uuid=None),  # nvmlDeviceGetUUID fails: the figures still stand
+        ]
+    )
+    with ResourceMonitor(nvml=fake, scope=UNSET) as monitor:
+        snap = monitor.sample()
+    assert [(g.uuid, g.mig_uuids) for g in snap.gpus] == [
+        ("GPU-aaaa", ()),
+        ("GPU-bbbb", ("MIG-1111",)),
+        ("", ()),
+    ]
+
+
+def test_a_machine_without_gpus_has_no_gpu_error(tmp_path: Path) -> None:
+    no_driver = NVMLError_LibraryNotFound("NVML Shared Library Not Found")
+    for fake in (FakeNvml(init_error=no_driver), FakeNvml(gpus=[])):
+        with ResourceMonitor(nvml=fake, scope=UNSET, driver_gpus=tmp_path / "none") as monitor:
+            snap = monitor.sample()
+        assert snap.gpus == () and snap.no_gpu_reason and snap.gpu_error is None
+    # "" and "-1" hide every GPU: the user asked for the CPU.
+    for value in ("", "-1"):
+        with ResourceMonitor(nvml=FakeNvml(init_error=no_driver), scope=GpuScope(value)) as m:
+            assert m.sample().gpu_error is None
+
+
+@pytest.mark.parametrize(
+    ("fake", "expected"),
+    [
+        (FakeNvml(init_error=NVMLError("Insufficient Permissions")), "Insufficient Permissions"),
+        (FakeNvml(gpus=[FakeGpu()], count_error=NVMLError("Unknown Error")), "Unknown Error"),
+        (FakeNvml(gpus=[FakeGpu(lost=True), FakeGpu(lost=True)]), "GPU 1: GPU is lost"),
+    ],
+)
+def test_nvml_failures_on_a_gpu_machine_are_gpu_errors(fake: FakeNvml, expected: str) -> None:
+    with ResourceMonitor(nvml=fake, scope=UNSET) as monitor:
+        snap = monitor.sample()
+    assert snap.gpus == ()
+    assert snap.gpu_error is not None and expected in snap.gpu_error
+
+
+def test_no_driver_while_cuda_visible_devices_names_gpus_is_a_gpu_error() -> None:
+    fake = FakeNvml(init_error=NVMLError_DriverNotLoaded("Driver Not Loaded"))
+    with ResourceMonitor(nvml=fake, scope=GpuScope("0,1")) as monitor:
+        snap = monitor.sample()
+    assert snap.no_gpu_reason == "no NVIDIA driver found"
+    assert snap.gpu_error == (
+        "no NVIDIA driver found, but CUDA_VISIBLE_DEVICES='0,1' names GPUs; unset it to use the CPU"
+    )
+
+
+def test_no_library_while_the_kernel_lists_gpus_is_a_gpu_error(tmp_path: Path) -> None:
+    listed, dev = tmp_path / "gpus", tmp_path / "dev"
+    for path in (listed / "0000:17:00.0", listed / "0000:65:00.0", dev):
+        path.mkdir(parents=True)
+    fake = FakeNvml(init_error=NVMLError_LibraryNotFound("NVML Shared Library Not Found"))
+
+    def gpu_error() -> str | None:
+        with ResourceMonitor(nvml=fake, scope=UNSET, driver_gpus=listed, dev=dev) as monitor:
+            return monitor.sample().gpu_error
+
+    # The host's list seen from a container that was given no GPU: still no GPU here.
+    assert gpu_error() is None
+    (dev / "nvidia0").touch()
+    assert gpu_error() == "no NVIDIA driver found, but the kernel driver lists 2 NVIDIA GPU(s)"
+
+
+def test_gpus_that_fail_alone_are_listed_as_unread() -> None:
+    fake = FakeNvml(gpus=[FakeGpu(), FakeGpu(lost=True), FakeGpu()])
+    with ResourceMonitor(nvml=fake, scope=UNSET) as monitor:
+        snap = monitor.sample()
+    assert [g.index for g in snap.gpus] == [0, 2]
+    assert snap.unread_gpus == (1,) and snap.gpu_error is None
+
+
+def test_nvml_is_started_again_after_a_failure_on_a_gpu_machine() -> None:
+    fake = FakeNvml(gpus=[FakeGpu()], init_error=NVMLError("Unknown Error"))
+    with ResourceMonitor(nvml=fake, scope=UNSET) as monitor:
+        assert monitor.sample().gpu_error == "NVML failed to start: Unknown Error"
+        fake.init_error = None
+        snap = monitor.sample()
+    assert len(snap.gpus) == 1 and snap.gpu_error is None and snap.no_gpu_reason is None
+    assert fake.init_calls == 3 and fake.shutdown_calls == 1  # open, then each sample

@@ -11,7 +11,6 @@ from sage_tui.core.training.placement import (
     describe,
     parse_gpus,
     place,
-    visible_gpus,
 )
 
 GIB = 1024**3
@@ -46,11 +45,29 @@ def test_pinned_to_missing_gpu_is_an_error_naming_both() -> None:
         place([0], [], [], 1)
 
 
-def test_cuda_visible_devices_values() -> None:
-    assert visible_gpus(None) is None
-    assert visible_gpus("") == set()
-    assert visible_gpus("2, 0") == {0, 2}
-    assert visible_gpus("GPU-8f1c2a") is None  # UUIDs set no limit here
+def test_gpus_the_users_limit_hides_are_never_used_and_pinning_to_one_says_so() -> None:
+    # CUDA_VISIBLE_DEVICES=1,3 on a four-GPU host; the hidden GPUs have the most free memory.
+    limit = "CUDA_VISIBLE_DEVICES='1,3'"
+    devices = [
+        Device(0, 80 * GIB, limit),
+        Device(1, GIB),
+        Device(2, 80 * GIB, limit),
+        Device(3, GIB),
+    ]
+    with pytest.raises(
+        PlacementError,
+        match=r"GPU 2, which CUDA_VISIBLE_DEVICES='1,3' hides from the studio"
+        r" \(GPUs it may use: 1,3\)",
+    ):
+        place([2], devices, [], 1)
+    assert place([3], devices, [], 1) == (3,)
+    assert place([], devices, [], 1) == (1,)
+    assert place([], devices, [(1,)], 1) == (3,)
+    assert place([], devices, [(1,), (3,)], 1) is None
+    with pytest.raises(PlacementError, match=r"GPU 0, which .* hides .*: none\)"):
+        place([0], [Device(0, GIB, "CUDA_VISIBLE_DEVICES=''")], [], 1)
+    # Every GPU hidden: jobs run on the CPU, as CUDA would run them.
+    assert place([], [Device(0, GIB, "CUDA_VISIBLE_DEVICES=''")], [], 1) == CPU
 
 
 def test_placement_in_words() -> None:

@@ -6,6 +6,10 @@ second from a thread worker, so a sample must be cheap, must never raise for the
 ordinary ways a machine lacks GPUs, and must keep reporting the healthy GPUs when
 one of them fails.
 
+A machine without GPUs and a machine whose GPUs cannot be read are different things:
+the second gets a ``gpu_error``, so the training queue and the engine planner wait or
+refuse instead of putting work on the CPU (or on GPUs other users hold) on a guess.
+
 ``pynvml`` and ``psutil`` are imported inside methods, never at module level: the
 app imports this module while drawing its first frame and must not pay for them.
 """
@@ -16,12 +20,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     # typing.Self is 3.11+; only type checkers read this import.
     from typing_extensions import Self
+
+    from sage_tui.core.gpu_scope import GpuScope
 
 __all__ = [
     "NVML_VALUE_NOT_AVAILABLE",
@@ -65,6 +72,10 @@ class GpuSample:
     """GPU utilisation in percent; None when the device does not support it."""
     processes: tuple[GpuProcess, ...]
     """Largest memory holder first; processes with unknown memory last."""
+    uuid: str = ""
+    """NVML's UUID ("GPU-8f0b..."), matched against CUDA_VISIBLE_DEVICES; "" when unknown."""
+    mig_uuids: tuple[str, ...] = ()
+    """UUIDs of the MIG instances on this GPU ("MIG-..."); empty when MIG is off."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,10 @@ class ResourceSnapshot:
     ram_used: int
     ram_total: int
     taken_at: float
+    gpu_error: str | None = None
+    """Set when GPUs are, or may be, there but cannot be read: not the same as no GPU."""
+    unread_gpus: tuple[int, ...] = ()
+    """NVML indices of GPUs that exist but could not be read this time."""
 
 
 class ResourceMonitor:
@@ -86,16 +101,34 @@ class ResourceMonitor:
 
     Pass ``nvml`` to use a stand-in for the ``pynvml`` module (tests do); by
     default ``pynvml`` is imported on :meth:`open`. Missing libraries, a missing
-    driver and NVML errors become a ``no_gpu_reason`` instead of exceptions.
+    driver and NVML errors become a ``no_gpu_reason`` instead of exceptions, and a
+    ``gpu_error`` too when GPUs may be there after all: NVML fails in another way, or
+    reports no driver while `scope` (the user's CUDA_VISIBLE_DEVICES) names GPUs or the
+    kernel lists NVIDIA GPUs (`driver_gpus`, with device nodes in `dev`).
 
     The methods are safe to call from different threads: a lock keeps
     :meth:`close` from shutting NVML down while a worker is mid-sample.
     """
 
-    def __init__(self, nvml: Any | None = None, clock: Callable[[], float] = time.time) -> None:
-        """Create a monitor; nothing is loaded or initialised until :meth:`open`."""
+    def __init__(
+        self,
+        nvml: Any | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        scope: GpuScope | None = None,
+        driver_gpus: Path = Path("/proc/driver/nvidia/gpus"),
+        dev: Path = Path("/dev"),
+    ) -> None:
+        """Create a monitor; nothing is loaded or initialised until :meth:`open`.
+
+        `scope` defaults to the process's start-up scope.
+        """
         self._nvml: Any | None = nvml
         self._clock = clock
+        self._scope = scope
+        self._driver_gpus = driver_gpus
+        self._dev = dev
+        self._gpu_error: str | None = None
         self._lock = threading.Lock()
         self._opened = False
         self._initialised = False
@@ -116,11 +149,17 @@ class ResourceMonitor:
         with self._lock:
             if not self._opened:
                 self._open_locked()
-            gpus, reason = self._sample_gpus()
+            elif not self._initialised and self._gpu_error and self._nvml is not None:
+                # GPUs are there but NVML failed to start: it may since have recovered (a
+                # driver reload), and the queue waits for it rather than for a restart.
+                self._start_nvml()
+            gpus, reason, error, unread = self._sample_gpus()
             cpu_percent, cpu_count, ram_used, ram_total = _host_figures()
             return ResourceSnapshot(
                 gpus=gpus,
                 no_gpu_reason=reason,
+                gpu_error=error,
+                unread_gpus=unread,
                 cpu_percent=cpu_percent,
                 cpu_count=cpu_count,
                 ram_used=ram_used,
@@ -170,44 +209,63 @@ class ResourceMonitor:
                 import pynvml
             except ImportError:
                 self._no_gpu_reason = "nvidia-ml-py is not installed"
+                self._gpu_error = self._gpus_may_be_there(self._no_gpu_reason)
                 return
             self._nvml = pynvml
+        self._start_nvml()
 
+    def _start_nvml(self) -> None:
         nvml = self._nvml
         try:
             nvml.nvmlInit()
         except _nvml_error(nvml) as err:
             if _is_no_driver(nvml, err):
                 self._no_gpu_reason = "no NVIDIA driver found"
+                self._gpu_error = self._gpus_may_be_there(self._no_gpu_reason)
             else:
                 self._no_gpu_reason = f"NVML failed to start: {err}"
+                self._gpu_error = self._no_gpu_reason
             return
         self._initialised = True
         self._no_gpu_reason = None
+        self._gpu_error = None
 
-    def _sample_gpus(self) -> tuple[tuple[GpuSample, ...], str | None]:
+    def _gpus_may_be_there(self, reason: str) -> str | None:
+        from sage_tui.core.gpu_scope import gpus_expected, startup_scope
+
+        scope = self._scope or startup_scope()
+        return gpus_expected(reason, scope, self._driver_gpus, self._dev)
+
+    def _sample_gpus(
+        self,
+    ) -> tuple[tuple[GpuSample, ...], str | None, str | None, tuple[int, ...]]:
+        """(GPUs read, no_gpu_reason, gpu_error, indices that could not be read)."""
         if not self._initialised:
-            return (), self._no_gpu_reason
+            return (), self._no_gpu_reason, self._gpu_error, ()
         nvml = self._nvml
         error = _nvml_error(nvml)
         try:
             count = int(nvml.nvmlDeviceGetCount())
         except error as err:
-            return (), f"NVML stopped answering: {err}"
+            reason = f"NVML stopped answering: {err}"
+            return (), reason, reason, ()
         if count == 0:
-            return (), "NVIDIA driver found but no GPUs"
+            return (), "NVIDIA driver found but no GPUs", None, ()
 
         gpus: list[GpuSample] = []
         failures: list[str] = []
+        unread: list[int] = []
         for index in range(count):
             try:
                 gpus.append(_sample_one(nvml, index))
             except error as err:
                 # One lost or wedged GPU must not hide the others.
                 failures.append(f"GPU {index}: {err}")
+                unread.append(index)
         if gpus:
-            return tuple(gpus), None
-        return (), "NVML could not read any GPU (" + "; ".join(failures) + ")"
+            return tuple(gpus), None, None, tuple(unread)
+        reason = "NVML could not read any GPU (" + "; ".join(failures) + ")"
+        return (), reason, reason, tuple(unread)
 
 
 def _nvml_error(nvml: Any) -> type[BaseException]:
@@ -225,14 +283,44 @@ def _is_no_driver(nvml: Any, err: BaseException) -> bool:
     return False
 
 
+def _text(value: Any) -> str:
+    # Older nvidia-ml-py releases return strings as bytes.
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _uuid(nvml: Any, handle: Any) -> str:
+    try:
+        return _text(nvml.nvmlDeviceGetUUID(handle))
+    except (_nvml_error(nvml), AttributeError):
+        return ""  # the GPU's figures still stand; only UUID entries cannot name it
+
+
+def _mig_uuids(nvml: Any, handle: Any) -> tuple[str, ...]:
+    """UUIDs of the MIG instances on a GPU with MIG mode on; () on any error."""
+    try:
+        current, _pending = nvml.nvmlDeviceGetMigMode(handle)
+        if not current:
+            return ()
+        slots = int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))
+    except (_nvml_error(nvml), AttributeError, TypeError, ValueError):
+        return ()  # not a MIG-capable GPU, or an old library
+    uuids: list[str] = []
+    for slot in range(slots):
+        try:
+            instance = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+        except _nvml_error(nvml):
+            continue  # an empty slot
+        uuid = _uuid(nvml, instance)
+        if uuid:
+            uuids.append(uuid)
+    return tuple(uuids)
+
+
 def _sample_one(nvml: Any, index: int) -> GpuSample:
     """Read one GPU; NVML errors from the core figures propagate to the caller."""
     error = _nvml_error(nvml)
     handle = nvml.nvmlDeviceGetHandleByIndex(index)
-    name = nvml.nvmlDeviceGetName(handle)
-    if isinstance(name, bytes):
-        # Older nvidia-ml-py releases return the name as bytes.
-        name = name.decode("utf-8", "replace")
+    name = _text(nvml.nvmlDeviceGetName(handle))
     memory = nvml.nvmlDeviceGetMemoryInfo(handle)
 
     utilization: int | None
@@ -250,6 +338,8 @@ def _sample_one(nvml: Any, index: int) -> GpuSample:
         memory_free=int(memory.free),
         utilization=utilization,
         processes=_processes(nvml, handle),
+        uuid=_uuid(nvml, handle),
+        mig_uuids=_mig_uuids(nvml, handle),
     )
 
 

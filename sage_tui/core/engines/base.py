@@ -69,6 +69,9 @@ class EngineConfig:
     """KV cache size on CPU (vLLM's VLLM_CPU_KVCACHE_SPACE); None on GPU."""
     gpu_indices: tuple[int, ...] = ()
     """GPUs to run on (NVML numbering); empty means CPU, or whatever CUDA shows."""
+    cuda_visible_devices: str | None = None
+    """CUDA_VISIBLE_DEVICES for the engine's child on `gpu_indices`, in the user's terms (their
+    GPU UUIDs or MIG ids untouched); None: the indices as numbers."""
     trust_remote_code: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -269,6 +269,7 @@ class EngineManager:
             gpu_memory_utilization=plan.gpu_memory_utilization,
             cpu_kv_cache_gib=plan.cpu_kv_cache_gib,
             gpu_indices=plan.gpu_indices,
+            cuda_visible_devices=hardware.child_value(plan.gpu_indices),
             trust_remote_code=bool(base.config.get("trust_remote_code", False)),
         )
         self.on_status(f"loading {base.name} ({self.engine_kind}, {plan.device})")

@@ -9,11 +9,19 @@ switching between adapters of the loaded base model needs no reload.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sage_tui.core.engines.base import Adapter, Delta, Engine, EngineError, Message, Sampling
+from sage_tui.core.child_env import temporary_environ
+from sage_tui.core.engines.base import (
+    Adapter,
+    Delta,
+    Engine,
+    EngineConfig,
+    EngineError,
+    Message,
+    Sampling,
+)
 
 
 class VllmEngine(Engine):
@@ -42,13 +50,6 @@ class VllmEngine(Engine):
         from vllm.v1.engine.async_llm import AsyncLLM
 
         c = self.config
-        if c.cpu_kv_cache_gib is not None:
-            # Read by the EngineCore child when it starts; GiB.
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(c.cpu_kv_cache_gib)
-        if c.gpu_indices:
-            # The planner picked the GPUs with the most free memory; number them as NVML does.
-            os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, c.gpu_indices))
         args = AsyncEngineArgs(
             model=c.model_path,
             tokenizer=c.model_path,
@@ -67,7 +68,10 @@ class VllmEngine(Engine):
             ),
             **c.extra,
         )
-        return AsyncLLM.from_engine_args(args)
+        # vLLM starts its EngineCore child from os.environ and has no way to take another
+        # environment, so the child's variables are there only while it is being started.
+        with temporary_environ(child_environ(c)):
+            return AsyncLLM.from_engine_args(args)
 
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
         """The chat template applied by the model's own tokenizer."""
@@ -129,6 +133,21 @@ class VllmEngine(Engine):
             # lingers, when vLLM's module globals are gone ("'NoneType' object is not
             # callable"). It is already shut down: make the second call do nothing.
             llm.shutdown = lambda *args, **kwargs: None
+
+
+def child_environ(config: EngineConfig) -> dict[str, str]:
+    """What the EngineCore child must see on top of the studio's environment."""
+    env: dict[str, str] = {}
+    if config.cpu_kv_cache_gib is not None:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(config.cpu_kv_cache_gib)  # GiB
+    if config.gpu_indices:
+        # The planner picked these GPUs (NVML numbers); the user's UUIDs pass through as they
+        # are, numbers mean NVML's order.
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        env["CUDA_VISIBLE_DEVICES"] = config.cuda_visible_devices or ",".join(
+            map(str, config.gpu_indices)
+        )
+    return env
 
 
 def _first_line(err: BaseException) -> str:

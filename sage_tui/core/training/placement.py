@@ -3,7 +3,8 @@
 A pure function over what is known at one moment (the host's GPUs with their free memory,
 the GPUs that running jobs hold, and the user's limit of jobs per GPU), so the queue's rules
 are tested without GPUs. GPUs are numbered as NVML numbers them (PCI bus order); the runner
-is started with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so CUDA numbers them the same way.
+is told its GPUs in the user's own terms (see `gpu_scope`), so it gets the GPUs placed here.
+Which GPUs the user's CUDA_VISIBLE_DEVICES shows is decided by `gpu_scope` too.
 """
 
 from __future__ import annotations
@@ -22,26 +23,14 @@ class Device:
 
     index: int
     free_bytes: int
+    hidden_by: str = ""
+    """The user's limit in words ("CUDA_VISIBLE_DEVICES='1,3'") when it hides this GPU: the
+    queue never uses it, and a job pinned to it is told why. "" for a GPU the queue may use."""
 
 
 class PlacementError(ValueError):
-    """A job that can never run here (it is pinned to a GPU the host does not have)."""
-
-
-def visible_gpus(value: str | None) -> set[int] | None:
-    """The GPU numbers a ``CUDA_VISIBLE_DEVICES`` value allows; None when it sets no limit.
-
-    Only plain numbers are understood; a list with UUIDs or MIG names sets no limit here (the
-    runner still inherits it), an empty value hides every GPU.
-    """
-    if value is None:
-        return None
-    parts = [part.strip() for part in value.split(",")]
-    if parts == [""]:
-        return set()
-    if not all(part.isdigit() for part in parts):
-        return None
-    return {int(part) for part in parts}
+    """A job that can never run here (it is pinned to a GPU the host does not have, or that
+    the user's CUDA_VISIBLE_DEVICES hides)."""
 
 
 def place(
@@ -59,6 +48,9 @@ def place(
     that is not there.
     """
     held = list(held)
+    if pinned:
+        _check_not_hidden(pinned, devices)
+    devices = [device for device in devices if not device.hidden_by]
     if not devices:
         if pinned:
             raise PlacementError(
@@ -82,6 +74,17 @@ def place(
         return None
     best = min(free, key=lambda d: (load[d.index], -d.free_bytes, d.index))
     return (best.index,)
+
+
+def _check_not_hidden(pinned: Sequence[int], devices: Sequence[Device]) -> None:
+    limits = {device.index: device.hidden_by for device in devices if device.hidden_by}
+    hidden = sorted(set(pinned) & set(limits))
+    if hidden:
+        usable = sorted(device.index for device in devices if not device.hidden_by)
+        raise PlacementError(
+            f"the job is pinned to GPU {_names(hidden)}, which {limits[hidden[0]]} hides from"
+            f" the studio (GPUs it may use: {_names(usable) or 'none'})"
+        )
 
 
 def parse_gpus(text: str) -> list[int]:

@@ -1,6 +1,10 @@
 """The processes behind jobs: the runner's command line, the host's GPUs for the queue,
 whether a recorded pid still runs a job, signalling a job's process group, starting the queue
 keeper, and writing files atomically.
+
+The GPUs a child sees come from the user's CUDA_VISIBLE_DEVICES as captured at start-up
+(`gpu_scope`), never from whatever os.environ holds at the moment: an engine being started
+changes it for a few seconds.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sage_tui.core.training.placement import Device, visible_gpus
+from sage_tui.core.gpu_scope import GpuScope, startup_scope
+from sage_tui.core.training.placement import Device
 from sage_tui.paths import Paths
+
+if TYPE_CHECKING:
+    from sage_tui.core.gpu import ResourceMonitor
 
 
 def default_runner_command(job_dir: Path, resume: bool) -> list[str]:
@@ -26,37 +34,50 @@ def default_runner_command(job_dir: Path, resume: bool) -> list[str]:
 
 
 class HostDevices:
-    """The host's GPUs for the queue: NVML's, limited by the caller's CUDA_VISIBLE_DEVICES."""
+    """The host's GPUs for the queue: NVML's, inside the user's CUDA_VISIBLE_DEVICES.
 
-    def __init__(self) -> None:
-        self._monitor: Any = None
+    `scope` defaults to the process's start-up scope, `monitor` to a ResourceMonitor over it.
+    Raises GpusUnreadable (a SageError) when the GPUs cannot be read: the queue then waits
+    instead of putting jobs on the CPU or on GPUs it cannot see.
+    """
+
+    def __init__(
+        self, scope: GpuScope | None = None, monitor: ResourceMonitor | None = None
+    ) -> None:
+        self.scope = scope or startup_scope()
+        self._monitor: Any = monitor
 
     def __call__(self) -> list[Device]:
         from sage_tui.core.gpu import ResourceMonitor
 
         if self._monitor is None:
-            self._monitor = ResourceMonitor()
-        allowed = visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"))
+            self._monitor = ResourceMonitor(scope=self.scope)
+        snapshot = self._monitor.sample()
+        shown = {gpu.index for gpu in self.scope.usable(snapshot)}
+        limit = self.scope.describe()
+        # Hidden GPUs are listed too, flagged, so a job pinned to one hears why it is refused.
         return [
-            Device(gpu.index, gpu.memory_free)
-            for gpu in self._monitor.sample().gpus
-            if allowed is None or gpu.index in allowed
+            Device(gpu.index, gpu.memory_free, "" if gpu.index in shown else limit)
+            for gpu in snapshot.gpus
         ]
 
 
 def spawn_runner(
-    command: list[str], job_dir: Path, log_path: Path, header: str, gpus: tuple[int, ...]
+    command: list[str],
+    job_dir: Path,
+    log_path: Path,
+    header: str,
+    gpus: tuple[int, ...],
+    scope: GpuScope | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a runner in its own session, output appended to its log after a header line.
 
-    It sees only `gpus`, numbered as NVML numbers them (none for a CPU job). OSError when it
+    It sees only `gpus` (NVML numbers; none for a CPU job), named as the user's
+    CUDA_VISIBLE_DEVICES names them (`scope`, default the start-up scope). OSError when it
     cannot be started.
     """
-    # A job placed on the CPU sees no GPU either: were NVML broken on a GPU machine, the job
-    # must not take every GPU of a shared box.
-    env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
-    if gpus:
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    scope = scope or startup_scope()
+    env = {**scope.base_env(), **scope.child_env(gpus)}
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     return _detached(
         command, log_path, f"\n=== {stamp} {header}: {' '.join(command)}\n", job_dir, env
@@ -67,7 +88,7 @@ def _detached(
     command: list[str], log_path: Path, header: str, cwd: Path | None, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     """Start `command` in its own session (it outlives us), stdin closed, output appended to
-    `log_path` after `header`."""
+    `log_path` after `header`, with the whole environment `env`."""
     with open(log_path, "ab") as log:
         log.write(header.encode())
         log.flush()
@@ -79,7 +100,7 @@ def _detached(
             stderr=subprocess.STDOUT,
             cwd=cwd,
             close_fds=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            env={**env, "PYTHONUNBUFFERED": "1"},
         )
 
 
@@ -124,8 +145,12 @@ def signal_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
 
 
-def start_keeper(paths: Paths, jobs_per_device: int) -> bool:
-    """Start the queue keeper (`training.keeper`) unless one runs; True if one was started."""
+def start_keeper(paths: Paths, jobs_per_device: int, scope: GpuScope | None = None) -> bool:
+    """Start the queue keeper (`training.keeper`) unless one runs; True if one was started.
+
+    It sees the GPUs as the user set them (`scope`, default the start-up scope), so it places
+    jobs inside the same scope as the studio.
+    """
     with open(paths.queue_lock, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -135,7 +160,7 @@ def start_keeper(paths: Paths, jobs_per_device: int) -> bool:
     paths.queue_log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "sage_tui.core.training.keeper", str(paths.home)]
     command += ["--jobs-per-gpu", str(jobs_per_device)]
-    _detached(command, paths.queue_log, "", None, {})
+    _detached(command, paths.queue_log, "", None, (scope or startup_scope()).base_env())
     return True
 
 

@@ -306,7 +306,20 @@ class Supervisor:
         """
         if not self._rows("queued"):
             return []
-        devices = list(self.devices())  # outside the transaction: NVML can be slow
+        from sage_tui.core.gpu_scope import GpusUnreadable
+
+        try:
+            devices = list(self.devices())  # outside the transaction: NVML can be slow
+        except GpusUnreadable as err:
+            # GPUs that cannot be read are not "no GPUs": the jobs wait, and say why.
+            with self.store.transaction() as db:
+                db.execute("UPDATE jobs SET error = ? WHERE status = 'queued'", (str(err),))
+            return []
+        if any(row["error"] for row in self._rows("queued")):
+            # The GPUs can be read again: a job still waiting (for a busy GPU) must not show
+            # the old reason.
+            with self.store.transaction() as db:
+                db.execute("UPDATE jobs SET error = NULL WHERE status = 'queued'")
         touched: list[str] = []
         while True:
             # One start per transaction, so a failure can only roll back its own start.
