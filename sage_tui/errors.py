@@ -8,6 +8,18 @@ the TUI shows it in a notification. Anything else is a bug and keeps its traceba
 from __future__ import annotations
 
 
+def one_line(err: BaseException, *, last: bool = False) -> str:
+    """An exception as one line for a user: its first (or `last`) non-empty line, else its type.
+
+    Tracebacks stay in logs; what a notification, a job's error or a CLI message shows is this.
+    Libraries that put the cause at the end of a long message (vLLM) want `last=True`.
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[-1] if last else lines[0]
+
+
 class SageError(Exception):
     """A problem the user can fix; the message is one line that names it."""
 

@@ -1,8 +1,15 @@
-"""The services the App and the CLI share, built once from the settings."""
+"""The composition root's services: built once from the settings, shared by every front end.
+
+`open_services` builds the real ones; tests hand in fakes through its keyword arguments (a
+resource monitor with fixed figures, an engine factory, a runner command, a device probe), so
+the App and the CLI take nothing but a `Services`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sage_tui.config import Settings
 from sage_tui.core.engines.manager import EngineManager
@@ -11,6 +18,8 @@ from sage_tui.core.gpu import ResourceMonitor
 from sage_tui.core.gpu_scope import startup_scope
 from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.store import Store
+from sage_tui.core.training.processes import HostDevices
+from sage_tui.core.training.supervisor import DeviceProbe, RunnerCommand, Supervisor
 
 
 @dataclass
@@ -22,10 +31,25 @@ class Services:
     registry: ModelRegistry
     monitor: ResourceMonitor
     engines: EngineManager
+    supervisor: Supervisor
+    """Fine-tuning jobs (owned here: jobs outlive screens and commands)."""
+
+    def close(self) -> None:
+        """Release the database and NVML (the engine is shut down by its owner)."""
+        self.monitor.close()
+        self.store.close()
 
 
-def open_services(settings: Settings) -> Services:
-    """Create SAGE_HOME if needed, open the database, build the registry and the manager.
+def open_services(
+    settings: Settings,
+    *,
+    monitor: Any | None = None,
+    engine_factory: Callable[..., Any] | None = None,
+    runner_command: RunnerCommand | None = None,
+    devices: DeviceProbe | None = None,
+) -> Services:
+    """Create SAGE_HOME if needed, open the database, build the registry, the engine manager
+    and the job supervisor. Keyword arguments replace a part (tests use fakes).
 
     Nothing here imports torch or vLLM or starts an engine: that happens on first use.
     """
@@ -35,10 +59,19 @@ def open_services(settings: Settings) -> Services:
     # The user's CUDA_VISIBLE_DEVICES, captured before anything starts a child; the engine
     # plans and the queue places inside it.
     scope = startup_scope()
-    monitor = ResourceMonitor(scope=scope)
+    monitor = monitor if monitor is not None else ResourceMonitor(scope=scope)
     engines = EngineManager(
         registry,
         lambda: hardware_from_snapshot(monitor.sample(), scope),
         engine_kind=settings.engine,
     )
-    return Services(settings, store, registry, monitor, engines)
+    if engine_factory is not None:
+        engines._factory = engine_factory
+    supervisor = Supervisor(
+        store,
+        paths,
+        runner_command=runner_command,
+        jobs_per_device=settings.jobs_per_gpu,
+        devices=devices if devices is not None else HostDevices(),
+    )
+    return Services(settings, store, registry, monitor, engines, supervisor)

@@ -11,6 +11,7 @@ from sage_tui.core.gpu import GpuProcess, GpuSample, ResourceSnapshot
 from sage_tui.core.models.builtin import BUILTIN_MODELS, is_provisioned, provision
 from sage_tui.paths import Paths, resolve_home
 from sage_tui.services import Services, open_services
+from tests.support.fake_engine import FakeEngines
 
 pytest_plugins = ["tests.support.supervising"]
 
@@ -33,9 +34,22 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def services(settings: Settings) -> Services:
-    """Services over a fresh home."""
-    built = open_services(settings)
+def engines() -> FakeEngines:
+    """The scripted engine factory the `services` fixture builds engines with."""
+    return FakeEngines()
+
+
+@pytest.fixture
+def services(settings: Settings, engines: FakeEngines) -> Services:
+    """Services over a fresh home, with fixed resource figures (no GPU), the scripted fake
+    engine, no GPUs for the job queue and no built-in model provisioned at launch: fast and
+    deterministic for UI tests."""
+    built = open_services(
+        settings.with_changes(default_model=""),
+        monitor=FakeMonitor(no_gpu_snapshot()),
+        engine_factory=engines,
+        devices=lambda: [],
+    )
     yield built
     built.store.close()
 

@@ -8,12 +8,14 @@ from textual.notifications import Notify
 from textual.widgets import DataTable, Static
 
 from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord
-from sage_tui.services import Services
+from sage_tui.services import Services, open_services
+from sage_tui.studio import EngineState
 from sage_tui.ui.app import SageApp
 from sage_tui.ui.screens.chat import ChatScreen
 from sage_tui.ui.screens.finetune import FinetuneScreen
 from sage_tui.ui.screens.models import ModelsScreen
 from tests.conftest import BUILTIN, FakeMonitor, no_gpu_snapshot, two_gpu_snapshot
+from tests.support.waiting import until
 
 
 async def settle(app: SageApp) -> None:
@@ -24,6 +26,13 @@ async def settle(app: SageApp) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"the app did not settle: {busy}, resources={app.resources}")
+
+
+async def engine_tried(app: SageApp) -> None:
+    """Settle, then wait for the engine's first load to have ended (snapshots then set the
+    engine's state themselves, without the load's result arriving after)."""
+    await settle(app)
+    await until(lambda: app.engine.state not in (EngineState.LOADING, EngineState.IDLE))
 
 
 async def closed(monitor: FakeMonitor) -> bool:
@@ -40,9 +49,7 @@ def status_text(app: SageApp, part: str) -> str:
 
 
 async def test_keys_switch_the_three_modes(services: Services) -> None:
-    app = SageApp(
-        services, FakeMonitor(no_gpu_snapshot()), provision_default=False, start_engine=False
-    )
+    app = SageApp(services)
     async with app.run_test(size=(120, 30)) as pilot:
         assert isinstance(app.screen, ChatScreen)
         await pilot.press("f1")  # the chat input has focus: F-keys switch from anywhere
@@ -65,8 +72,9 @@ async def test_keys_switch_the_three_modes(services: Services) -> None:
 async def test_status_line_shows_every_gpu(services: Services) -> None:
     services.store.upsert_model(ModelRecord("qwen-7b", "base", "local", "/m/qwen"))
     services.store.set_setting(ACTIVE_MODEL_KEY, "qwen-7b")
-    monitor = FakeMonitor(two_gpu_snapshot())
-    app = SageApp(services, monitor, provision_default=False, start_engine=False)
+    monitor = services.monitor
+    monitor.snapshot = two_gpu_snapshot()
+    app = SageApp(services)
     async with app.run_test(size=(160, 30)) as pilot:
         await settle(app)
         resources = status_text(app, "resources")
@@ -80,9 +88,7 @@ async def test_status_line_shows_every_gpu(services: Services) -> None:
 
 
 async def test_status_line_without_gpus_says_so_and_shows_cpu(services: Services) -> None:
-    app = SageApp(
-        services, FakeMonitor(no_gpu_snapshot()), provision_default=False, start_engine=False
-    )
+    app = SageApp(services)
     async with app.run_test(size=(160, 30)):
         await settle(app)
         resources = status_text(app, "resources")
@@ -92,26 +98,31 @@ async def test_status_line_without_gpus_says_so_and_shows_cpu(services: Services
 
 
 async def test_resources_are_polled_repeatedly(settings) -> None:
-    from sage_tui.services import open_services
-
-    services = open_services(settings.with_changes(resource_poll_seconds=0.02))
     monitor = FakeMonitor(no_gpu_snapshot())
-    app = SageApp(services, monitor, provision_default=False, start_engine=False)
+    services = open_services(settings.with_changes(resource_poll_seconds=0.02), monitor=monitor)
+    app = SageApp(services)
     async with app.run_test():
         await asyncio.sleep(0.3)
     assert monitor.samples >= 5
     assert await closed(monitor)
 
 
-async def test_first_launch_registers_the_builtin_model(provisioned_services: Services) -> None:
+async def test_first_launch_registers_the_builtin_model(
+    provisioned_services: Services, engines
+) -> None:
     """The home holds the converted model but nothing is registered yet (a new database)."""
-    registry = provisioned_services.registry
-    registry.remove(BUILTIN)
-    app = SageApp(provisioned_services, FakeMonitor(no_gpu_snapshot()), start_engine=False)
+    provisioned_services.registry.remove(BUILTIN)
+    services = open_services(
+        provisioned_services.settings.with_changes(default_model=BUILTIN),
+        monitor=FakeMonitor(no_gpu_snapshot()),
+        engine_factory=engines,
+    )
+    app = SageApp(services)
     async with app.run_test(size=(120, 30)) as pilot:
         await settle(app)
         assert app.active_model == BUILTIN
         assert app.model_status == ""
+        await until(lambda: app.engine.ready)  # and the engine started for it
         await pilot.press("f2")
         await settle(app)
         table = app.screen.query_one(DataTable)
@@ -120,11 +131,11 @@ async def test_first_launch_registers_the_builtin_model(provisioned_services: Se
 
 
 async def test_a_failing_provision_is_shown_and_the_app_keeps_working(settings) -> None:
-    from sage_tui.services import open_services
-
-    services = open_services(settings.with_changes(default_model="no-such-model"))
+    services = open_services(
+        settings.with_changes(default_model="no-such-model"), monitor=FakeMonitor(no_gpu_snapshot())
+    )
     notes: list[str] = []
-    app = SageApp(services, FakeMonitor(no_gpu_snapshot()), start_engine=False)
+    app = SageApp(services)
 
     def hook(message) -> None:
         if isinstance(message, Notify):

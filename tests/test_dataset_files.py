@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sage_tui.core.data.files import read_rows
 from sage_tui.core.data import DatasetError, load_dataset_file
+from sage_tui.core.data.files import read_rows
 from tests.test_datasets import write_rows
 
 
@@ -49,7 +49,7 @@ def test_json_object_with_one_list_field(tmp_path: Path) -> None:
     # The second row starts on line 8 of the indented file.
     assert str(err.value) == (
         f"{path}: 1 of 2 rows are invalid (line 8 (row 2): missing 'completion');"
-        " fix them or pass --skip-invalid"
+        " fix them, or skip invalid rows (--skip-invalid)"
     )
 
 
@@ -65,7 +65,10 @@ def chat_line(*messages: dict[str, Any]) -> str:
 
 
 def invalid(line: int, reason: str, total: int = 3) -> str:
-    return f"1 of {total} rows are invalid (line {line}: {reason}); fix them or pass --skip-invalid"
+    return (
+        f"1 of {total} rows are invalid (line {line}: {reason});"
+        " fix them, or skip invalid rows (--skip-invalid)"
+    )
 
 
 # (file name, lines (joined with newlines) or raw bytes, expected message after "<path>: ")
@@ -224,7 +227,7 @@ def test_skip_invalid_keeps_good_rows_and_reports_the_rest(tmp_path: Path) -> No
     assert str(err.value) == (
         f"{path}: 7 of 10 rows are invalid (line 2: missing 'output'; line 5: missing 'output';"
         " line 6: missing 'output'; line 7: missing 'output'; line 8: missing 'output';"
-        " and 2 more); fix them or pass --skip-invalid"
+        " and 2 more); fix them, or skip invalid rows (--skip-invalid)"
     )
 
     loaded = load_dataset_file(path, skip_invalid=True)

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from sage_tui.core.data.preview import Preview, preview, render_histogram
 from sage_tui.core.data import (
     DatasetError,
     Example,
@@ -24,6 +23,7 @@ from sage_tui.core.data import (
     to_messages,
     write_jsonl,
 )
+from sage_tui.core.data.preview import Preview, preview, render_histogram
 from sage_tui.errors import SageError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -13,10 +13,10 @@ from textual.widgets import Input
 from sage_tui.core.training.supervisor import Supervisor
 from sage_tui.services import Services
 from sage_tui.ui.app import SageApp
-from sage_tui.ui.messages import JobEnded, SwitchModelRequested
+from sage_tui.ui.messages import JobEnded
 from sage_tui.ui.modals.use_backend import TITLE, UseBackendModal
 from sage_tui.ui.widgets.loss_chart import LossChartPanel
-from tests.conftest import REPO, FakeMonitor, no_gpu_snapshot
+from tests.conftest import BUILTIN, REPO
 from tests.support.waiting import until
 
 FAKE_RUNNER = REPO / "tests" / "support" / "fake_runner.py"
@@ -36,7 +36,7 @@ def fake_command(job_dir: Path, resume: bool) -> list[str]:
 
 @pytest.fixture
 def make_app(provisioned_services: Services, monkeypatch: pytest.MonkeyPatch):
-    """A studio with the fake runner, a fast job poll, no engine; engine switches recorded."""
+    """A studio with the fake runner, a fast job poll and the scripted engine."""
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(SageApp, "JOB_POLL_SECONDS", 0.2)
     MODES.clear()
@@ -46,18 +46,11 @@ def make_app(provisioned_services: Services, monkeypatch: pytest.MonkeyPatch):
         runner_command=fake_command,
         devices=lambda: [],
     )
+    provisioned_services.supervisor = supervisor
 
     def make() -> SageApp:
-        app = SageApp(
-            provisioned_services,
-            FakeMonitor(no_gpu_snapshot()),
-            provision_default=False,
-            start_engine=False,
-            supervisor=supervisor,
-        )
-        app.switched = []
+        app = SageApp(provisioned_services)
         app.bells = 0
-        app.load_engine = app.switched.append
 
         def bell() -> None:
             app.bells += 1
@@ -95,7 +88,7 @@ async def test_start_follow_and_finish_a_job(make_app) -> None:
         await until(lambda: any(job.id == "ft-pilot" for job in app.jobs))
         await until(lambda: app.jobs[0].status == "completed")
         job = app.jobs[0]
-        assert job.step == job.total_steps == 4 and job.progress == 1.0
+        assert job.progress.step == job.progress.total_steps == 4 and job.progress.fraction == 1.0
         await until(lambda: len(screen.query_one(LossChartPanel).losses) == 4)
         assert screen.query_one(LossChartPanel).losses == [2.0, 1.0, 0.6667, 0.5]
         # The table follows app.jobs through a message: wait for it rather than race it.
@@ -131,11 +124,11 @@ async def test_bad_input_creates_no_job(make_app) -> None:
         await until(lambda: "refused" in str(report.render()))
         assert report.has_class("-error")
         await asyncio.sleep(0.5)
-        assert app.supervisor.list() == []
+        assert app.services.supervisor.list() == []
         assert not app.services.settings.paths.job_dir("ft-bad").exists()
 
 
-async def test_use_a_finished_job_as_backend(make_app, builtin_model_dir: Path) -> None:
+async def test_use_a_finished_job_as_backend(make_app, engines, builtin_model_dir: Path) -> None:
     from tests.support.adapters import tiny_adapter
 
     adapter = tiny_adapter(builtin_model_dir)
@@ -155,14 +148,9 @@ async def test_use_a_finished_job_as_backend(make_app, builtin_model_dir: Path) 
         await until(lambda: isinstance(app.screen, UseBackendModal))
         assert str(app.screen.query_one("#use-backend-title").render()) == TITLE
         await pilot.press("enter")
-        await until(lambda: app.switched)
-
-        assert app.switched == ["sage-finetuned-ft-use"]
+        await until(lambda: app.active_model == "sage-finetuned-ft-use" and app.engine.ready)
         assert app.services.registry.active_name == "sage-finetuned-ft-use"
-        # Recorded where it is posted (the screen) and where it is handled (the App).
-        assert {m.name for m in seen if isinstance(m, SwitchModelRequested)} == {
-            "sage-finetuned-ft-use"
-        }
+        assert engines.script.started == [BUILTIN]  # an adapter of the loaded base: no reload
 
 
 async def test_escape_declines_and_unfinished_jobs_are_refused(make_app) -> None:
@@ -178,7 +166,7 @@ async def test_escape_declines_and_unfinished_jobs_are_refused(make_app) -> None
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, UseBackendModal)
-        assert app.switched == [] and app.services.registry.active_name != "sage-finetuned-ft-no"
+        assert app.services.registry.active_name != "sage-finetuned-ft-no"
 
         await pilot.press("d")
         await until(lambda: app.jobs == [])
@@ -192,7 +180,9 @@ async def test_cancel_then_resume_from_the_screen(make_app) -> None:
         await open_finetune(app, pilot)
         fill(app, dataset=DATASET, task="ft-stop")
         await pilot.press("ctrl+s")
-        await until(lambda: app.jobs and app.jobs[0].status == "running" and app.jobs[0].step)
+        await until(
+            lambda: app.jobs and app.jobs[0].status == "running" and app.jobs[0].progress.step
+        )
         table = app.screen.query_one("#finetune-jobs")
         await until(lambda: "ft-stop" in table.rows and table.get_row("ft-stop")[2] == "CPU")
         table.focus()
@@ -200,14 +190,14 @@ async def test_cancel_then_resume_from_the_screen(make_app) -> None:
         await until(lambda: any("cancel it before" in n.message for n in app._notifications))
         await pilot.press("c")
         await until(lambda: app.jobs[0].status == "cancelled")
-        stopped_at = app.jobs[0].step
-        checkpoint = app.supervisor.last_checkpoint("ft-stop")
+        stopped_at = app.jobs[0].progress.step
+        checkpoint = app.services.supervisor.last_checkpoint("ft-stop")
         assert checkpoint is not None and checkpoint.name == f"checkpoint-{stopped_at}"
 
         MODES["ft-stop"] = "ok"
         await pilot.press("r")
         await until(lambda: app.jobs[0].status == "completed")
-        assert app.jobs[0].step == stopped_at + 4  # went on from the checkpoint
+        assert app.jobs[0].progress.step == stopped_at + 4  # went on from the checkpoint
         argv = (app.jobs[0].output_dir / "argv.jsonl").read_text().splitlines()
         assert len(argv) == 2 and "--resume" in argv[1]
         notes = [n.message for n in app._notifications]
@@ -225,7 +215,7 @@ async def test_gpu_field_is_checked_before_a_job_exists(make_app) -> None:
         fill(app, gpus="0")  # this host has none
         await pilot.press("ctrl+s")
         await until(lambda: any("no usable GPU" in n.message for n in app._notifications))
-        assert app.supervisor.list() == []
+        assert app.services.supervisor.list() == []
         assert not app.services.settings.paths.job_dir("ft-gpu").exists()
 
 
@@ -251,5 +241,5 @@ async def test_check_shows_a_rendered_row_and_asks_for_placeholders(
         assert app.screen.query_one("#finetune-fills").display
         fill(app, **{"fill-name": "Sage"})
         await pilot.press("ctrl+s")
-        await until(lambda: app.supervisor.list())
-        assert app.supervisor.get("ft-identity").spec.placeholders == {"name": "Sage"}
+        await until(lambda: app.services.supervisor.list())
+        assert app.services.supervisor.get("ft-identity").spec.placeholders == {"name": "Sage"}

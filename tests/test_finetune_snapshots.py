@@ -8,12 +8,13 @@ from textual.widgets import Input
 
 from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord
 from sage_tui.core.training.events import Event
+from sage_tui.core.training.jobs import Job, JobProgress, JobStatus
 from sage_tui.core.training.spec import JobSpec
-from sage_tui.core.training.supervisor import Job
 from sage_tui.services import Services
+from sage_tui.studio import EngineState, EngineStatus
 from sage_tui.ui.app import SageApp
-from tests.conftest import FakeMonitor, two_gpu_snapshot
-from tests.test_app import settle
+from tests.conftest import two_gpu_snapshot
+from tests.test_app import engine_tried, settle
 
 SIZE = (120, 40)
 BASE = "qwen2.5-7b-instruct"
@@ -41,6 +42,8 @@ class FixedSupervisor:
 
 
 def job(tmp: Path, task_id: str, status: str, log: str, **progress) -> Job:
+    gpus = progress.pop("gpus", None)
+    error = progress.pop("error", None)
     folder = tmp / task_id
     folder.mkdir()
     (folder / "train.log").write_text(log)
@@ -49,15 +52,16 @@ def job(tmp: Path, task_id: str, status: str, log: str, **progress) -> Job:
         id=task_id,
         base_model=BASE,
         dataset=spec.dataset,
-        status=status,
+        status=JobStatus(status),
         spec=spec,
         output_dir=folder,
         pid=None,
-        error=progress.pop("error", None),
+        error=error,
         created_at=0.0,
         started_at=0.0,
         finished_at=None,
-        **progress,
+        gpus=gpus,
+        progress=JobProgress(**progress),
     )
 
 
@@ -68,17 +72,14 @@ def losses(n: int) -> list[float]:
 def make_app(services: Services, jobs: list[Job], curves: dict[str, list[float]]) -> SageApp:
     services.store.upsert_model(ModelRecord(BASE, "base", "hf", "/srv/models/qwen"))
     services.store.set_setting(ACTIVE_MODEL_KEY, BASE)
-    return SageApp(
-        services,
-        FakeMonitor(two_gpu_snapshot()),
-        provision_default=False,
-        start_engine=False,
-        supervisor=FixedSupervisor(jobs, curves),
-    )
+    services.monitor.snapshot = two_gpu_snapshot()
+    services.supervisor = FixedSupervisor(jobs, curves)
+    return SageApp(services)
 
 
 async def show(pilot) -> None:
-    pilot.app.engine_state = "ready"
+    await engine_tried(pilot.app)
+    pilot.app.engine = EngineStatus(EngineState.READY, BASE)
     await pilot.press("f1")
     await settle(pilot.app)
     pilot.app.screen.query_one("#finetune-task", Input).value = "ft-20250101-120000"

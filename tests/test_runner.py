@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from sage_tui.core.training.events import read_events
+from sage_tui.core.training.job_folder import STOP_FILE
 from sage_tui.core.training.jobs import Job
 from sage_tui.core.training.runner import (
-    STOP_FILE,
     describe_failure,
     last_checkpoint,
     load_examples,
@@ -223,7 +223,7 @@ def test_sigkill_marks_the_job_interrupted_and_resume_completes_it(
         supervisor.start(job.id, resume=True)
         done = follow_until(supervisor, job.id, deadline, lambda j: not j.active)
         assert done.status == "completed", done.error
-        assert done.step == 20
+        assert done.progress.step == 20
         assert (done.output_dir / "adapter_model.safetensors").is_file()
     finally:  # a failed test must not leave a training process behind
         if supervisor.get(job.id).active:
@@ -282,12 +282,14 @@ def test_two_workers_stop_together_and_resume_to_the_end(
         follow_until(supervisor, job.id, deadline, lambda j: supervisor.last_checkpoint(j.id))
         stopped = supervisor.cancel(job.id, grace_seconds=120)
         assert stopped.status == "cancelled", stopped.error
-        assert (job.output_dir / "checkpoints" / f"checkpoint-{stopped.step}").is_dir()
+        assert (job.output_dir / "checkpoints" / f"checkpoint-{stopped.progress.step}").is_dir()
 
         supervisor.start(job.id, resume=True)
         done = follow_until(supervisor, job.id, deadline, lambda j: not j.active)
         assert done.status == "completed", done.error
-        assert done.step == 12 and (done.output_dir / "adapter_model.safetensors").is_file()
+        assert (
+            done.progress.step == 12 and (done.output_dir / "adapter_model.safetensors").is_file()
+        )
         # Rank 0 alone reports: one `started` a run, one `stopped`, one `finished`.
         assert [k for k in kinds(done.output_dir) if k != "step" and k != "checkpoint"] == [
             "started",

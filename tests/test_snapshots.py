@@ -8,9 +8,10 @@ import pytest
 
 from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord
 from sage_tui.services import Services
+from sage_tui.studio import EngineState, EngineStatus
 from sage_tui.ui.app import SageApp
-from tests.conftest import FakeMonitor, two_gpu_snapshot
-from tests.test_app import settle
+from tests.conftest import two_gpu_snapshot
+from tests.test_app import engine_tried, settle
 
 SIZE = (120, 30)
 
@@ -32,15 +33,15 @@ def app(services: Services) -> SageApp:
         )
     )
     store.set_setting(ACTIVE_MODEL_KEY, "qwen2.5-7b-instruct")
-    return SageApp(
-        services, FakeMonitor(two_gpu_snapshot()), provision_default=False, start_engine=False
-    )
+    services.monitor.snapshot = two_gpu_snapshot()
+    return SageApp(services)
 
 
 @pytest.mark.parametrize("key", ["f1", "f2", "f3"], ids=["finetune", "models", "chat"])
 def test_mode(snap_compare, app: SageApp, key: str) -> None:
     async def show(pilot) -> None:
-        pilot.app.engine_state = "ready"
+        await engine_tried(pilot.app)
+        pilot.app.engine = EngineStatus(EngineState.READY, "qwen2.5-7b-instruct")
         await pilot.press(key)
         await settle(pilot.app)
         await pilot.pause()
@@ -50,10 +51,13 @@ def test_mode(snap_compare, app: SageApp, key: str) -> None:
 
 def test_chat_while_the_engine_loads(snap_compare, app: SageApp) -> None:
     async def show(pilot) -> None:
-        await settle(pilot.app)
-        pilot.app.engine_loading_since = time.monotonic() - 12.2
-        pilot.app.engine_state = "loading"
-        pilot.app.model_status = "loading qwen2.5-7b-instruct (vllm, cuda)"
+        await engine_tried(pilot.app)
+        pilot.app.engine = EngineStatus(
+            EngineState.LOADING,
+            "qwen2.5-7b-instruct",
+            "loading qwen2.5-7b-instruct (vllm, cuda)",
+            since=time.monotonic() - 12.2,
+        )
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=show)

@@ -56,9 +56,9 @@ def test_submit_runs_to_completion_with_progress(sup: Supervisor, spec_for, path
     done = wait_for(sup, "ok-job", ended)
     assert done.status == "completed", done.error
     assert done.error is None and done.finished_at >= done.started_at
-    assert (done.step, done.total_steps, done.last_loss) == (4, 4, 0.5)
-    assert done.tokens_per_second == 1004.0 and done.eta_seconds is None
-    assert done.progress == 1.0
+    assert (done.progress.step, done.progress.total_steps, done.progress.last_loss) == (4, 4, 0.5)
+    assert done.progress.tokens_per_second == 1004.0 and done.progress.eta_seconds is None
+    assert done.progress.fraction == 1.0
     assert sup.last_checkpoint("ok-job") == done.output_dir / "checkpoints" / "checkpoint-4"
     assert argv_runs(done) == [[str(done.output_dir), "--mode", "ok"]]
     assert (done.output_dir / "train.log").is_file()
@@ -85,7 +85,7 @@ def test_crash_without_result_is_interrupted(sup: Supervisor, spec_for, modes) -
     job = wait_for(sup, "boom", ended)
     assert job.status == "interrupted"
     assert "ended without a result" in job.error and "exit code 9" in job.error
-    assert job.step == 1
+    assert job.progress.step == 1
 
 
 def test_exit_zero_without_finished_event_fails(sup: Supervisor, spec_for, tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_cancel_then_resume_completes(sup: Supervisor, spec_for, modes) -> None:
     done = wait_for(sup, "long", ended)
     assert done.status == "completed", done.error
     assert argv_runs(done)[-1][-1] == "--resume"
-    assert done.step == stopped_at + 4
+    assert done.progress.step == stopped_at + 4
 
 
 def test_stubborn_runner_is_killed_and_interrupted(sup: Supervisor, spec_for, modes) -> None:
@@ -154,7 +154,7 @@ def test_new_supervisor_reattaches_and_cancels(supervisors, spec_for, modes, sto
 
     second = supervisors(over=Store(paths.db))
     assert second.reattach() == []
-    job = wait_for(second, "kept", lambda j: (j.step or 0) >= 2)
+    job = wait_for(second, "kept", lambda j: (j.progress.step or 0) >= 2)
     assert job.status == "running" and job.pid == pid
     cancelled = second.cancel("kept", grace_seconds=10)
     assert cancelled.status == "cancelled", cancelled.error
@@ -182,7 +182,7 @@ def test_dead_pid_without_result_is_interrupted(sup: Supervisor, spec_for, store
     ]
     job = sup.get("gone")
     assert job.error == "the training process ended without a result (killed?)"
-    assert (job.step, job.total_steps, job.last_loss) == (3, 9, 1.5)
+    assert (job.progress.step, job.progress.total_steps, job.progress.last_loss) == (3, 9, 1.5)
 
 
 def test_dead_pid_with_finished_event_is_completed(sup: Supervisor, spec_for, store) -> None:

@@ -125,7 +125,9 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
 def _ask(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
+    from sage_tui.core.chat import describe_stats, stats_figures
     from sage_tui.services import open_services
+    from sage_tui.studio import Studio
     from sage_tui.terminal import engine_output_to
 
     sampling = Sampling(args.temperature, args.top_p, args.max_tokens).check()
@@ -133,31 +135,25 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
         raise SageError("the prompt is empty: ask something")
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": args.prompt})
-    services = open_services(settings)
+    studio = Studio(open_services(settings))
+    registry = studio.services.registry
     if args.model is not None:
-        services.registry.get(args.model)  # an unknown name fails before the engine starts
-    elif services.registry.active_name is None:
-        services.registry.pull(settings.default_model, progress=_say)
+        registry.get(args.model)  # an unknown name fails before the engine starts
+    elif registry.active_name is None:
+        registry.pull(settings.default_model, progress=_say)
 
     async def answer(out: TextIO, err: TextIO) -> None:
-        engines = services.engines
         try:
-            record = await engines.ensure_loaded(args.model)
-            reply = await engines.generate(messages, sampling, model=record.name)
+            await studio.engine.start(args.model, raise_errors=True)
+            reply = await studio.engine.reply(messages, sampling, model=args.model)
             async for piece in reply:
                 out.write(piece)
                 out.flush()
             out.write("\n")
             if args.stats:
-                s = reply.stats
-                print(
-                    f"[{s.model} on {s.engine}: {s.completion_tokens} tokens,"
-                    f" first after {s.time_to_first_token or 0:.2f} s,"
-                    f" {s.tokens_per_second:.1f} tokens/s, {s.finish_reason}]",
-                    file=err,
-                )
+                print(f"[{describe_stats(stats_figures(reply.stats))}]", file=err)
         finally:
-            await engines.shutdown()
+            await studio.shutdown()
 
     # The engine's own output goes to its log: stdout carries the answer alone.
     with engine_output_to(settings.paths.engine_log) as (out, err):
@@ -176,6 +172,9 @@ def _run_app(settings: Settings) -> int:
     # Started now, while stderr is a real file: started later under Textual (whose stderr has
     # no descriptor) it breaks vLLM's process spawning ("bad value(s) in fds_to_keep").
     resource_tracker.ensure_running()
-    with engine_output_to(settings.paths.engine_log):
-        SageApp(services).run()
+    try:
+        with engine_output_to(settings.paths.engine_log):
+            SageApp(services).run()
+    finally:
+        services.close()
     return 0

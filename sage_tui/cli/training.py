@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sage_tui.config import Settings
 from sage_tui.errors import SageError
+from sage_tui.studio.formatting import job_cells, job_summary, progress_line
 
 JOB_FLAGS = {
     # flag: (spec field, type, help)
@@ -74,96 +75,94 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run one of the commands added by `add_commands`."""
-    from sage_tui.core.training.supervisor import Supervisor
     from sage_tui.services import open_services
+    from sage_tui.studio import Studio
 
-    services = open_services(settings)
-    supervisor = Supervisor(services.store, settings.paths, jobs_per_device=settings.jobs_per_gpu)
-    supervisor.reattach()
+    studio = Studio(open_services(settings))
+    jobs = studio.jobs
+    jobs.poll()  # re-attach: settle jobs whose process ended since the last look
     if args.command == "finetune":
-        return _finetune(services, supervisor, args)
+        return _finetune(studio, args)
     if args.command == "use":
-        return _use(services, supervisor, args.id)
-    job_id = getattr(args, "id", None)
+        record = studio.use_without_engine(args.id)
+        where = f"adapter of {record.base_model}" if record.kind == "adapter" else "base model"
+        print(f"{record.name} is now the chat's model ({where})")
+        return 0
     action = args.jobs_command
     if action == "list":
-        _print_jobs(supervisor.list())
+        for job in jobs.list():
+            cells = job_cells(job)
+            created = time.strftime("%m-%d %H:%M", time.localtime(job.created_at))
+            print(
+                f"{cells.id:<28} {cells.status:<11} {cells.where:<8} {cells.steps:<14}"
+                f" loss {cells.loss:<8} {job.base_model:<24} {created}"
+            )
     elif action == "show":
-        _show(supervisor.get(job_id))
+        job = jobs.get(args.id)
+        print(job_summary(job))
+        print(f"  output    {job.output_dir}")
+        for key, value in sorted(vars(job.spec).items()):
+            print(f"  {key:<16} {value}")
     elif action == "logs":
-        log = Path(supervisor.get(job_id).output_dir) / "train.log"
+        log = jobs.get(args.id).folder.log_file
         sys.stdout.write(log.read_text(encoding="utf-8", errors="replace") if log.exists() else "")
     elif action == "cancel":
-        job = supervisor.cancel(job_id)
+        job = jobs.cancel(args.id)
         print(f"{job.id}: {job.status}")
     elif action == "resume":
-        job = supervisor.start(job_id, resume=True)
+        job = jobs.resume(args.id)
         print(f"{job.id}: {job.status}")
         if args.wait:
-            return _wait(supervisor, job.id)
+            return _wait(studio, job.id)
     return 0
 
 
-def _finetune(services, supervisor, args: argparse.Namespace) -> int:
-    from sage_tui.core.data.placeholders import is_placeholder_warning
-    from sage_tui.core.data import find_placeholders, load_dataset_file
-    from sage_tui.core.training.placement import parse_gpus
-    from sage_tui.core.training.spec import PRESETS, JobSpec, preset_for
+def _finetune(studio, args: argparse.Namespace) -> int:
+    from sage_tui.studio.jobs import JobRequest
 
-    placeholders = _placeholder_values(args.fill)
-    try:
-        gpus = parse_gpus(args.gpu)
-    except ValueError as err:
-        raise SageError(f"--gpu: {err}") from None
-    base = services.registry.get(args.base)
-    if base.kind != "base":
-        raise SageError(f"{args.base} is an adapter; fine-tune its base model {base.base_model}")
-    data = args.data.expanduser().absolute()
-    # Refuse a bad dataset now, before a job folder exists.
-    loaded = load_dataset_file(
-        data, fmt=args.format, skip_invalid=args.skip_invalid, placeholders=placeholders
-    )
-    unfilled = find_placeholders(loaded.examples)
-    for warning in loaded.warnings:
-        # Only a warning: braces in a dataset may be meant, so the job still starts.
-        if unfilled and is_placeholder_warning(warning):
-            warning += " (pass " + " ".join(f"--fill {name}=VALUE" for name in unfilled) + ")"
-        print(f"warning: {warning}", file=sys.stderr)
-    if loaded.skipped:
-        print(f"skipping {loaded.skipped} invalid rows of {loaded.total_rows}", file=sys.stderr)
-    if args.preset:
-        preset = PRESETS[args.preset]
-    else:
-        snapshot = services.monitor.sample()
-        preset = preset_for([g.memory_free for g in snapshot.gpus])
-    values = dict(preset.values)
-    values.update(
-        {
-            field: getattr(args, flag[2:].replace("-", "_"))
+    request = JobRequest(
+        base=args.base,
+        dataset=args.data,
+        task_id=args.name or "",
+        preset=args.preset,
+        settings={
+            field: getattr(args, _dest(flag))
             for flag, (field, _, _) in JOB_FLAGS.items()
-            if getattr(args, flag[2:].replace("-", "_")) is not None
-        }
-    )
-    spec = JobSpec(
-        task_id=args.name or time.strftime("ft-%Y%m%d-%H%M%S"),
-        base_model=base.name,
-        base_path=base.path,
-        dataset=str(data),
-        dataset_format=loaded.format.value,
+            if getattr(args, _dest(flag)) is not None
+        },
+        gpus=_gpus(args.gpu),
+        placeholders=_placeholder_values(args.fill),
+        dataset_format=args.format,
         skip_invalid=args.skip_invalid,
-        placeholders=placeholders,
-        gpus=gpus,
-        **values,
     )
-    job = supervisor.submit(spec)
+    prepared = studio.jobs.prepare(request)
+    check = prepared.dataset
+    for warning in check.warnings(fill_hint="--fill {name}=VALUE"):
+        print(f"warning: {warning}", file=sys.stderr)
+    if check.loaded.skipped:
+        print(check.verdict, file=sys.stderr)
+    job = studio.jobs.submit(prepared)
     print(job.id)
     where = f"on {job.placement}" if job.placement else "waits for a free GPU or slot"
     print(
-        f"{job.id}: {job.status}, {where} ({preset.name} preset, {len(loaded.examples)} rows,"
-        f" log: {Path(job.output_dir) / 'train.log'})",
+        f"{job.id}: {job.status}, {where} ({prepared.preset.name} preset,"
+        f" {len(check.loaded.examples)} rows, log: {job.folder.log_file})",
         file=sys.stderr,
     )
-    return _wait(supervisor, job.id) if args.wait else 0
+    return _wait(studio, job.id) if args.wait else 0
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def _gpus(text: str) -> list[int]:
+    from sage_tui.core.training.placement import parse_gpus
+
+    try:
+        return parse_gpus(text)
+    except ValueError as err:
+        raise SageError(f"--gpu: {err}") from None
 
 
 def _placeholder_values(fills: list[str]) -> dict[str, str]:
@@ -177,67 +176,17 @@ def _placeholder_values(fills: list[str]) -> dict[str, str]:
     return values
 
 
-def _wait(supervisor, job_id: str) -> int:
+def _wait(studio, job_id: str) -> int:
     """Follow a job to its end, one progress line per step on stderr."""
     last_step = None
     while True:
-        supervisor.poll()
-        job = supervisor.get(job_id)
-        if job.step is not None and job.step != last_step:
-            last_step = job.step
-            print(_progress_line(job), file=sys.stderr)
+        studio.jobs.poll()
+        job = studio.jobs.get(job_id)
+        if job.progress.step is not None and job.progress.step != last_step:
+            last_step = job.progress.step
+            print(progress_line(job), file=sys.stderr)
         if not job.active:
             break
         time.sleep(1.0)
     print(f"{job.id}: {job.status}" + (f": {job.error}" if job.error else ""), file=sys.stderr)
     return 0 if job.status == "completed" else 1
-
-
-def _progress_line(job) -> str:
-    parts = [f"step {job.step}/{job.total_steps or '?'}"]
-    if job.last_loss is not None:
-        parts.append(f"loss {job.last_loss:.4f}")
-    if job.tokens_per_second:
-        parts.append(f"{job.tokens_per_second:.0f} tokens/s")
-    if job.eta_seconds:
-        parts.append(f"ETA {job.eta_seconds:.0f} s")
-    return "  ".join(parts)
-
-
-def _print_jobs(jobs) -> None:
-    for job in jobs:
-        progress = f"{job.progress:4.0%}" if job.progress is not None else "   -"
-        loss = f"{job.last_loss:.4f}" if job.last_loss is not None else "-"
-        created = time.strftime("%m-%d %H:%M", time.localtime(job.created_at))
-        where = job.placement or "-"
-        print(
-            f"{job.id:<28} {job.status:<11} {where:<8} {progress} loss {loss:<8}"
-            f" {job.base_model:<24}",
-            created,
-        )
-
-
-def _show(job) -> None:
-    print(f"job {job.id}: {job.status}" + (f" ({job.error})" if job.error else ""))
-    if job.step is not None:
-        print(f"  progress  {_progress_line(job)}")
-    print(f"  output    {job.output_dir}")
-    for key, value in sorted(vars(job.spec).items()):
-        print(f"  {key:<16} {value}")
-
-
-def _use(services, supervisor, name: str) -> int:
-    from sage_tui.core.training.backend import register_job_adapter
-    from sage_tui.core.training.supervisor import JobError
-
-    registry = services.registry
-    try:
-        job = supervisor.get(name)
-    except JobError:
-        job = None
-    if job is not None:
-        name = register_job_adapter(registry, job).name
-    record = registry.set_active(name, services.engines.engine_kind)
-    where = f"adapter of {record.base_model}" if record.kind == "adapter" else "base model"
-    print(f"{record.name} is now the chat's model ({where})")
-    return 0

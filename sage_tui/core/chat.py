@@ -7,20 +7,24 @@ has accepted it, so a refused message stays with the user instead of half in the
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
 from sage_tui.core.engines.base import Message, Sampling
-from sage_tui.core.engines.manager import EngineManager, Reply, ReplyStats
+from sage_tui.core.engines.reply import Reply, ReplyStats
 from sage_tui.core.store import ConversationStore, MessageRecord
 from sage_tui.errors import SageError
+
+ReplyStarter = Callable[..., Awaitable[Reply]]
+"""Starts a reply: (messages, sampling, model=None) -> Reply (the studio's engine desk)."""
 
 
 class ChatSession:
     """One conversation with the active model (or a named one)."""
 
-    def __init__(self, conversations: ConversationStore, engines: EngineManager) -> None:
+    def __init__(self, conversations: ConversationStore, start_reply: ReplyStarter) -> None:
         self.conversations = conversations
-        self.engines = engines
+        self.start_reply = start_reply
         self.conversation_id: int | None = None
         self.system_prompt = ""
         self.history: list[Message] = []
@@ -49,7 +53,7 @@ class ChatSession:
     async def send(self, text: str, sampling: Sampling, model: str | None = None) -> Reply:
         """Start a reply to `text`; the user message is saved once the engine accepts it."""
         text = text.strip()
-        reply = await self.engines.generate(self.request_messages(text), sampling, model=model)
+        reply = await self.start_reply(self.request_messages(text), sampling, model=model)
         if self.conversation_id is None:
             self.conversation_id = self.conversations.create(
                 model=reply.stats.model, system_prompt=self.system_prompt

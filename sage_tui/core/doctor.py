@@ -13,7 +13,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING
 
 from sage_tui.core.gpu import ResourceMonitor, format_bytes
-from sage_tui.errors import HomeError, SageError
+from sage_tui.errors import HomeError, SageError, one_line
 
 if TYPE_CHECKING:
     from sage_tui.config import Settings
@@ -128,7 +128,7 @@ def _import_check(name: str, describe) -> Check:
     try:
         return Check(name, True, describe())
     except Exception as err:  # a broken install shows up as any kind of import error
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        first = one_line(err)
         return Check(name, False, f"cannot be imported: {first}")
 
 

@@ -1,13 +1,14 @@
 """The sage-tui App: three modes (Finetune, Models, Chat) under an always-visible status line.
 
-The App owns the long-lived work: the resource poller and the built-in model's provisioning
-run as thread workers here, so they outlive screen switches. Services come in from the
-composition root (`cli.py`); tests hand in their own.
+The App is a thin adapter over the studio (`sage_tui.studio.Studio`): it subscribes to the
+studio's events and turns each into a reactive or a message, and it owns the long-lived work
+(the resource poller, the job poll, engine loads and switches) as workers, so that work
+outlives screen switches. Services come in from the composition root (`cli`); tests hand in
+their own through the same door.
 """
 
 from __future__ import annotations
 
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -17,17 +18,18 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from sage_tui.core.gpu import ResourceMonitor, ResourceSnapshot
-from sage_tui.core.training.jobs import ENDED, Job
-from sage_tui.core.training.supervisor import Supervisor
+from sage_tui.core.gpu import ResourceSnapshot
+from sage_tui.core.training.jobs import Job
 from sage_tui.errors import SageError
 from sage_tui.services import Services
+from sage_tui.studio import EngineStatus, Studio, state
 from sage_tui.ui.messages import (
     JobEnded,
     JobsUpdated,
     ModelProvisioning,
     ModelsChanged,
     ResourcesSampled,
+    StudioEventArrived,
     SwitchModelRequested,
 )
 from sage_tui.ui.screens.chat import ChatScreen
@@ -54,49 +56,27 @@ class SageApp(App[None]):
 
     JOB_POLL_SECONDS = 1.0
     """How often the fine-tuning jobs are polled."""
+    HEALTH_SECONDS = 1.0
+    """How often the engine is checked for a process that died."""
 
+    engine: reactive[EngineStatus] = reactive(EngineStatus)
+    """What the engine is doing (the studio's EngineStatus)."""
     active_model: reactive[str | None] = reactive(None)
     """Name of the model the chat uses."""
     model_status: reactive[str] = reactive("")
-    """What is happening to the model right now (provisioning, loading), or ""."""
+    """Provisioning of the built-in model, in a line ("" when none is under way)."""
     resources: reactive[ResourceSnapshot | None] = reactive(None)
     """The latest GPU / CPU / RAM figures."""
-    engine_state: reactive[str] = reactive("idle")
-    """"idle" (no model), "loading", "ready" or "failed"."""
-    engine_error: reactive[str] = reactive("")
-    """Why the engine failed, when it did."""
 
-    def __init__(
-        self,
-        services: Services,
-        monitor: ResourceMonitor | None = None,
-        *,
-        provision_default: bool = True,
-        start_engine: bool = True,
-        supervisor: Supervisor | None = None,
-    ) -> None:
+    def __init__(self, services: Services) -> None:
         super().__init__()
         self.services = services
-        self.monitor = monitor if monitor is not None else services.monitor
-        self.provision_default = provision_default
-        self.start_engine = start_engine
-        self.engine_loading_since = 0.0
-        """When the current engine load began (time.monotonic)."""
-        services.engines.on_status = self._engine_status
-        self.supervisor = (
-            supervisor
-            if supervisor is not None
-            else Supervisor(
-                services.store,
-                services.settings.paths,
-                jobs_per_device=services.settings.jobs_per_gpu,
-            )
-        )
-        """Fine-tuning jobs; owned here because jobs outlive screens."""
+        self.studio = Studio(services)
+        """Every use case; the screens call it (from workers) for what the user asks."""
         self.jobs: list[Job] = []
         """The jobs as last polled, newest first."""
-        self._job_statuses: dict[str, str] | None = None
         self._polling_jobs = False
+        self._unsubscribe = self.studio.subscribe(self._studio_event)
 
     def on_mount(self) -> None:
         # After the first frame: provisioning imports torch, and its GIL time would delay it.
@@ -106,8 +86,45 @@ class SageApp(App[None]):
         # and a finished poll leaves no worker behind for tests that wait for quiet.
         self.call_after_refresh(self.refresh_jobs)
         self.set_interval(self.JOB_POLL_SECONDS, self.refresh_jobs, name="poll jobs")
+        self.set_interval(self.HEALTH_SECONDS, self.check_engine, name="engine health")
 
-    # -- workers ----------------------------------------------------------------------------
+    def on_unmount(self) -> None:
+        self._unsubscribe()
+
+    # -- studio events ------------------------------------------------------------------------
+
+    def _studio_event(self, event: state.StudioEvent) -> None:
+        # Called on whichever thread produced the event: post_message is thread-safe.
+        self.post_message(StudioEventArrived(event))
+
+    @on(StudioEventArrived)
+    def _studio_event_arrived(self, message: StudioEventArrived) -> None:
+        event = message.event
+        if isinstance(event, state.EngineChanged):
+            self.engine = event.status
+        elif isinstance(event, state.ActiveModelChanged):
+            self.active_model = event.name
+        elif isinstance(event, state.ModelsChanged):
+            if self.screen_stack:
+                self.screen.post_message(ModelsChanged())
+        elif isinstance(event, state.JobsChanged):
+            self.jobs = list(event.jobs)
+            if self.screen_stack:  # none while the App shuts down
+                self.screen.post_message(JobsUpdated(self.jobs))
+        elif isinstance(event, state.JobEnded):
+            self._job_ended(event.job)
+
+    def _job_ended(self, job: Job) -> None:
+        self.post_message(JobEnded(job))
+        self.bell()
+        if self._driver is not None:
+            # OSC 9: a desktop notification in terminals that support it (others ignore it).
+            self._driver.write(f"\x1b]9;sage-tui: job {job.id} {job.status}\x07")
+        severity = "information" if job.status == "completed" else "warning"
+        detail = f": {job.error}" if job.error else ""
+        self.notify(f"Job {job.id} {job.status}{detail}", severity=severity, markup=False)
+
+    # -- workers ------------------------------------------------------------------------------
 
     @work(
         thread=True, exclusive=True, exit_on_error=False, group="resources", description="poll GPU"
@@ -116,12 +133,13 @@ class SageApp(App[None]):
         """Sample GPU / CPU / RAM about once a second until the App exits."""
         worker = get_current_worker()
         interval = self.services.settings.resource_poll_seconds
+        monitor = self.services.monitor
         try:
             while not worker.is_cancelled:
-                self.post_message(ResourcesSampled(self.monitor.sample()))
+                self.post_message(ResourcesSampled(monitor.sample()))
                 worker.cancelled_event.wait(interval)
         finally:
-            self.monitor.close()
+            monitor.close()  # NVML is shut down with the poller (it reopens on demand)
 
     def refresh_jobs(self) -> None:
         """Poll the jobs now (unless a poll is under way); JobsUpdated follows."""
@@ -132,116 +150,91 @@ class SageApp(App[None]):
 
     @work(thread=True, exit_on_error=False, group="jobs", description="poll jobs")
     def poll_jobs(self) -> None:
-        """Follow the fine-tuning jobs once (re-attaching on the first call); report endings."""
+        """Follow the fine-tuning jobs once (re-attaching on the first call)."""
         try:
-            self._poll_jobs_once()
+            self.studio.jobs.poll()
         finally:
             self._polling_jobs = False
-
-    def _poll_jobs_once(self) -> None:
-        if self._job_statuses is None:
-            self.supervisor.reattach()
-        else:
-            self.supervisor.poll()
-        jobs = self.supervisor.list()
-        before, self._job_statuses = self._job_statuses, {job.id: job.status for job in jobs}
-        self.post_message(JobsUpdated(jobs))
-        if before is None:
-            return  # endings from before this launch are not news
-        for job in jobs:
-            if job.status in ENDED and before.get(job.id) != job.status:
-                self.post_message(JobEnded(job))
 
     @work(
         thread=True, exclusive=True, exit_on_error=False, group="models", description="active model"
     )
     def load_active_model(self) -> None:
-        """Read the active model; provision the built-in one first if it is missing."""
-        registry = self.services.registry
-        default = self.services.settings.default_model
-        if self.provision_default and default and not registry.builtin_ready(default):
-            self.post_message(ModelProvisioning(f"preparing {default} (first launch)"))
-            try:
-                registry.pull(
-                    default, progress=lambda line: self.post_message(ModelProvisioning(line))
-                )
-            finally:
-                self.post_message(ModelProvisioning(""))
-        self.call_from_thread(setattr, self, "active_model", registry.active_name)
-        self.post_message(ModelsChanged())
-        if self.start_engine and registry.active_name:
-            self.call_from_thread(self.load_engine)
-
-    @work(exclusive=True, exit_on_error=False, group="engine", description="load the engine")
-    async def load_engine(self, name: str | None = None) -> None:
-        """Start the engine for the active model, or switch to `name`."""
-        engines = self.services.engines
-        self.engine_loading_since = time.monotonic()
-        self.engine_state = "loading"
+        """Provision the built-in model if it is missing, then start the engine for the
+        active model."""
         try:
-            if name is None:
-                await engines.ensure_loaded()
-            else:
-                result = await engines.switch_model(name)
-                how = "no reload" if not result.reloaded else f"loaded in {result.seconds:.0f} s"
-                self.notify(f"Chatting with {name} ({how}).", markup=False)
-        except SageError as err:
-            self.engine_error = str(err)
-            # A failed switch rolls back: the engine may still serve the previous model.
-            self.engine_state = "ready" if engines.loaded_base is not None else "failed"
-            self.notify(str(err), title="Model not switched", severity="error", markup=False)
-        else:
-            self.engine_state = "ready"
+            self.studio.provision_default(lambda line: self.post_message(ModelProvisioning(line)))
         finally:
-            self.active_model = self.services.registry.active_name
-            self.model_status = ""
-            self.post_message(ModelsChanged())
+            self.post_message(ModelProvisioning(""))
+        active = self.services.registry.active_name
+        self.call_from_thread(setattr, self, "active_model", active)
+        self.call_from_thread(self.start_engine)
 
-    def _engine_status(self, line: str) -> None:
-        # Called by the engine manager on this event loop.
-        self.model_status = line
+    @work(exit_on_error=False, group="engine", description="load the engine")
+    async def start_engine(self) -> None:
+        """Load the engine for the active model (the status says how it went)."""
+        await self.studio.engine.start()
+
+    @work(exit_on_error=False, group="engine", description="switch model")
+    async def switch_model(self, name: str) -> None:
+        """Switch the chat to `name`. Never exclusive: a second switch waits for the first
+        instead of cancelling it half-loaded."""
+        try:
+            result = await self.studio.engine.switch(name)
+        except SageError as err:
+            self.notify(str(err), title="Model not switched", severity="error", markup=False)
+            return
+        how = "no reload" if not result.reloaded else f"loaded in {result.seconds:.0f} s"
+        self.notify(f"Chatting with {name} ({how}).", markup=False)
+
+    @work(exit_on_error=False, group="engine", description="use as backend")
+    async def use_as_backend(self, name: str) -> None:
+        """Make a finished job's adapter (or a model) the chat's model."""
+        try:
+            result = await self.studio.use_as_backend(name)
+        except SageError as err:
+            self.notify(str(err), title="Not used as backend", severity="error", markup=False)
+            return
+        how = "no reload" if not result.reloaded else f"loaded in {result.seconds:.0f} s"
+        self.notify(f"Chatting with {result.model.name} ({how}).", markup=False)
+
+    @work(exclusive=True, exit_on_error=False, group="health", description="engine health")
+    async def check_engine(self) -> None:
+        """Notice an engine whose process died; say so once."""
+        reason = await self.studio.engine.check_health()
+        if reason is not None:
+            self.notify(
+                f"The engine stopped: {reason}. Send a message or press ctrl+r to reload.",
+                title="Engine stopped",
+                severity="error",
+                timeout=15,
+                markup=False,
+            )
+
+    @work(exit_on_error=False, group="engine", description="reload the engine")
+    async def reload_engine(self) -> None:
+        """Load the active model again (after the engine stopped or failed)."""
+        await self.studio.engine.reload()
 
     @on(SwitchModelRequested)
-    def _switch_model(self, message: SwitchModelRequested) -> None:
-        self.load_engine(message.name)
+    def _switch_requested(self, message: SwitchModelRequested) -> None:
+        self.switch_model(message.name)
 
     async def action_quit(self) -> None:
         """Stop the engine (freeing its memory), then exit."""
         self.model_status = "stopping the engine"
-        await self.services.engines.shutdown()
+        await self.studio.shutdown()
         self.exit()
 
-    # -- messages ---------------------------------------------------------------------------
+    # -- messages -----------------------------------------------------------------------------
 
     @on(ResourcesSampled)
     def _resources_sampled(self, message: ResourcesSampled) -> None:
         self.resources = message.snapshot
 
-    @on(JobsUpdated)
-    def _jobs_updated(self, message: JobsUpdated) -> None:
-        self.jobs = message.jobs
-        if self.screen_stack:  # none while the App shuts down
-            self.screen.post_message(JobsUpdated(message.jobs))
-
-    @on(JobEnded)
-    def _job_ended(self, message: JobEnded) -> None:
-        job = message.job
-        self.bell()
-        if self._driver is not None:
-            # OSC 9: a desktop notification in terminals that support it (others ignore it).
-            self._driver.write(f"\x1b]9;sage-tui: job {job.id} {job.status}\x07")
-        severity = "information" if job.status == "completed" else "warning"
-        detail = f": {job.error}" if job.error else ""
-        self.notify(f"Job {job.id} {job.status}{detail}", severity=severity, markup=False)
-
     @on(ModelProvisioning)
     def _model_provisioning(self, message: ModelProvisioning) -> None:
         self.model_status = message.line
-
-    @on(ModelsChanged)
-    def _models_changed(self) -> None:
-        # Screens other than the current one reload when they are shown again.
-        self.screen.post_message(ModelsChanged())
 
     @on(Worker.StateChanged)
     def _worker_failed(self, event: Worker.StateChanged) -> None:

@@ -8,6 +8,14 @@ from textual.message import Message
 
 from sage_tui.core.gpu import ResourceSnapshot
 from sage_tui.core.training.jobs import Job
+from sage_tui.studio.state import StudioEvent
+
+
+@dataclass
+class StudioEventArrived(Message, bubble=False):
+    """Something changed in the studio (posted from whichever thread it happened on)."""
+
+    event: StudioEvent
 
 
 @dataclass

@@ -120,7 +120,7 @@ def ended(job: Job) -> bool:
 
 
 def stepping(job: Job) -> bool:
-    return job.status == "running" and (job.step or 0) >= 1
+    return job.status == "running" and (job.progress.step or 0) >= 1
 
 
 def argv_runs(job: Job) -> list[list[str]]:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sage_tui.core.atomic import write_atomic
 from sage_tui.core.data.files import SUPPORTED_EXTENSIONS, read_rows
 from sage_tui.core.data.formats import (
     FORMATS,
@@ -57,6 +57,7 @@ __all__ = [
     "detect_format",
     "fill_placeholders",
     "find_placeholders",
+    "invalid_rows_message",
     "load_dataset_file",
     "parse_format",
     "split",
@@ -124,6 +125,14 @@ def _problem_list(problems: Sequence[RowProblem]) -> str:
     return shown
 
 
+def invalid_rows_message(source: str, problems: Sequence[RowProblem], total: int) -> str:
+    """Why a file with invalid rows is refused: how many, the first few, and the way out."""
+    return (
+        f"{source}: {len(problems)} of {total} rows are invalid"
+        f" ({_problem_list(problems)}); fix them, or skip invalid rows (--skip-invalid)"
+    )
+
+
 def load_dataset_file(
     path: str | os.PathLike[str],
     *,
@@ -164,10 +173,7 @@ def load_dataset_file(
             f" ({_problem_list(problems)})"
         )
     if problems and not skip_invalid:
-        raise DatasetError(
-            f"{source}: {len(problems)} of {len(rows)} rows are invalid"
-            f" ({_problem_list(problems)}); fix them or pass --skip-invalid"
-        )
+        raise DatasetError(invalid_rows_message(source, problems, len(rows)))
     if placeholders:
         examples = fill_placeholders(examples, placeholders)
     warning = placeholder_warning(source, examples)
@@ -215,21 +221,13 @@ def write_jsonl(examples: Iterable[Example], path: str | os.PathLike[str]) -> in
 
     The file appears complete or not at all: it is written next to `path` and renamed over it.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    fd, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
-    )
-    try:
-        with open(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for example in examples:
-                handle.write(json.dumps(example.record(), ensure_ascii=False) + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    def lines() -> Iterable[str]:
+        nonlocal count
+        for example in examples:
+            count += 1
+            yield json.dumps(example.record(), ensure_ascii=False) + "\n"
+
+    write_atomic(path, lines())
     return count

@@ -121,3 +121,11 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def shutdown(self) -> None:
         """Stop the engine and free its memory (GPU memory included)."""
+
+    def failure(self) -> str | None:
+        """Why the engine can no longer serve (its process died), or None while it can.
+
+        Cheap: the manager asks about once a second. Engines inside this process cannot die on
+        their own, so the default is None.
+        """
+        return None

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sage_tui.core.engines.base import (
@@ -31,11 +30,14 @@ from sage_tui.core.engines.base import (
     Message,
     Sampling,
 )
+from sage_tui.core.engines.context import fit_context
+from sage_tui.core.engines.kinds import default_engine_factory, resolve_engine_kind
 from sage_tui.core.engines.plan import Hardware, ModelShape, plan_engine
+from sage_tui.core.engines.reply import Reply, ReplyStats
 from sage_tui.core.models.adapters import read_adapter
 from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.store import ModelRecord
-from sage_tui.errors import ModelError, SageError
+from sage_tui.errors import ModelError, SageError, one_line
 
 EngineFactory = Callable[[str, EngineConfig], Engine]
 HardwareProbe = Callable[[], Hardware]
@@ -50,6 +52,15 @@ class SwitchFailed(SageError):
     """A model could not be loaded; the message says why and what is loaded instead."""
 
 
+class EngineStopped(SageError):
+    """The engine that was serving died (its process was killed or crashed)."""
+
+
+def _reason(err: BaseException) -> str:
+    """A load failure in words: a SageError's own message, anything else with its type."""
+    return str(err) if isinstance(err, SageError) else f"{type(err).__name__}: {one_line(err)}"
+
+
 @dataclass(frozen=True)
 class SwitchResult:
     """What a switch did."""
@@ -58,80 +69,6 @@ class SwitchResult:
     reloaded: bool
     """False when only the adapter changed (no engine reload)."""
     seconds: float
-
-
-@dataclass
-class ReplyStats:
-    """Figures shown under every reply."""
-
-    model: str
-    engine: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    time_to_first_token: float | None = None
-    seconds: float = 0.0
-    finish_reason: str | None = None
-    trimmed_messages: int = 0
-    """Oldest messages left out because the conversation did not fit the context."""
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Decode speed: tokens after the first, over the time after the first."""
-        if self.time_to_first_token is None or self.completion_tokens < 2:
-            return 0.0
-        decode = self.seconds - self.time_to_first_token
-        return (self.completion_tokens - 1) / decode if decode > 0 else 0.0
-
-
-@dataclass
-class Reply:
-    """A reply being generated: iterate it once for text; `stats` is complete when it ends.
-
-    Leaving the loop early (break) ends the request in the engine too.
-    """
-
-    request_id: str
-    stats: ReplyStats
-    _deltas: AsyncIterator[Delta] = field(repr=False)
-    _read: bool = field(default=False, repr=False)
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        if self._read:
-            raise RuntimeError(f"reply {self.request_id} has already been read")
-        self._read = True
-        return self._text()
-
-    async def _text(self) -> AsyncIterator[str]:
-        # aclosing: a consumer that stops early closes the engine stream too (which aborts
-        # the request) instead of leaving it to generate until garbage collection.
-        async with contextlib.aclosing(self._deltas) as deltas:
-            async for delta in deltas:
-                if delta.text:
-                    yield delta.text
-
-    async def text(self) -> str:
-        """The whole reply (reads it)."""
-        return "".join([piece async for piece in self])
-
-
-def default_engine_factory(kind: str, config: EngineConfig) -> Engine:
-    """Build the engine of `kind` ("vllm" or "transformers")."""
-    if kind == "vllm":
-        from sage_tui.core.engines.vllm_engine import VllmEngine
-
-        return VllmEngine(config)
-    from sage_tui.core.engines.hf_engine import TransformersEngine
-
-    return TransformersEngine(config)
-
-
-def resolve_engine_kind(requested: str) -> str:
-    """ "auto" means vLLM where it is installed, else transformers."""
-    if requested == "auto":
-        return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
-    if requested == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise SageError("--engine vllm asked for, but vLLM is not installed here")
-    return requested
 
 
 class EngineManager:
@@ -231,20 +168,22 @@ class EngineManager:
             await self._stop_engine(f"switching to {wanted.name}")
         try:
             await self._start_engine(base, rank)
-        except SageError as err:
+        except Exception as err:  # any failure of a load is reported, never left loading
+            why = _reason(err)
             if previous is None:
-                self.on_status(f"failed: {err}")
-                raise SwitchFailed(f"could not load {base.name}: {err}") from err
+                self.on_status(f"failed: {why}")
+                raise SwitchFailed(f"could not load {base.name}: {why}") from err
             self.on_status(f"{base.name} failed; loading {previous.name} again")
             try:
                 await self._start_engine(previous, 0)
-            except SageError as again:
-                self.on_status(f"failed: {again}")
+            except Exception as again:
+                self.on_status(f"failed: {_reason(again)}")
                 raise SwitchFailed(
-                    f"could not load {base.name} ({err}), nor {previous.name} again ({again})"
+                    f"could not load {base.name} ({why}), nor {previous.name} again"
+                    f" ({_reason(again)})"
                 ) from err
             raise SwitchFailed(
-                f"could not load {base.name}: {err}; still using {previous.name}"
+                f"could not load {base.name}: {why}; still using {previous.name}"
             ) from err
         return True
 
@@ -275,7 +214,22 @@ class EngineManager:
         self.on_status(f"loading {base.name} ({self.engine_kind}, {plan.device})")
         engine = self._factory(self.engine_kind, config)
         self.loads += 1
-        await engine.start()
+        loading = asyncio.ensure_future(engine.start())
+        try:
+            # Shielded: the load runs on in its thread whatever happens to the caller, so a
+            # cancelled switch must wait for it and tear it down, or two engines would end
+            # up holding memory on the same GPU.
+            await asyncio.shield(loading)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await loading
+            with contextlib.suppress(Exception):
+                await engine.shutdown()
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await engine.shutdown()  # whatever a failed load left behind
+            raise
         self._engine, self._base = engine, base
 
     async def _stop_engine(self, why: str) -> None:
@@ -316,6 +270,27 @@ class EngineManager:
         """Stop the engine (the app is exiting)."""
         async with self._lock:
             await self._stop_engine("exit")
+
+    def engine_failure(self) -> str | None:
+        """Why the running engine died, or None while it serves (or none runs)."""
+        engine = self._engine
+        return engine.failure() if engine is not None else None
+
+    async def drop_dead_engine(self) -> str | None:
+        """Forget an engine that died, so the next request loads a new one; its reason.
+
+        Replies still streaming from it end; what the dead engine left is shut down as far as
+        it can be (briefly: it has no process left to wait for).
+        """
+        async with self._lock:
+            engine = self._engine
+            reason = engine.failure() if engine is not None else None
+            if engine is None or reason is None:
+                return None
+            self._engine = None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(engine.shutdown(), timeout=10)
+            return reason
 
     # -- generating -----------------------------------------------------------------------------
 
@@ -362,7 +337,7 @@ class EngineManager:
             raise ModelError(
                 f"{record.name} is not loaded (the engine runs {base.name}): switch to it first"
             )
-        prompt, sampling, trimmed = await self._fit(engine, list(messages), sampling)
+        prompt, sampling, trimmed = await fit_context(engine, list(messages), sampling)
         request_id = request_id or f"chat-{next(self._request_ids)}-{int(time.time() * 1000)}"
         stats = ReplyStats(
             model=record.name,
@@ -386,14 +361,21 @@ class EngineManager:
         started = time.monotonic()
         self._replies[request_id] = engine
         try:
-            async for delta in engine.stream(prompt, sampling, adapter, request_id):
-                if delta.tokens and stats.time_to_first_token is None:
-                    stats.time_to_first_token = time.monotonic() - started
-                stats.completion_tokens += delta.tokens
-                if delta.finish_reason:
-                    stats.finish_reason = delta.finish_reason
-                stats.seconds = time.monotonic() - started
-                yield delta
+            try:
+                async for delta in engine.stream(prompt, sampling, adapter, request_id):
+                    if delta.tokens and stats.time_to_first_token is None:
+                        stats.time_to_first_token = time.monotonic() - started
+                    stats.completion_tokens += delta.tokens
+                    if delta.finish_reason:
+                        stats.finish_reason = delta.finish_reason
+                    stats.seconds = time.monotonic() - started
+                    yield delta
+            except Exception as err:
+                reason = engine.failure()
+                if reason is None:
+                    raise
+                stats.finish_reason = "abort"
+                raise EngineStopped(f"engine stopped: {reason}") from err
         except asyncio.CancelledError:
             stats.finish_reason = "abort"
             await engine.abort(request_id)
@@ -411,31 +393,6 @@ class EngineManager:
         engine = self._replies.get(request_id)
         if engine is not None:
             await engine.abort(request_id)
-
-    async def _fit(
-        self, engine: Engine, messages: list[Message], sampling: Sampling
-    ) -> tuple[list[int], Sampling, int]:
-        """Token ids that fit the context, dropping the oldest turns first."""
-        limit = engine.config.max_model_len
-        system = [m for m in messages[:1] if m.get("role") == "system"]
-        turns = messages[len(system) :]
-        trimmed = 0
-        while True:
-            prompt = await asyncio.to_thread(engine.prompt_ids, system + turns)
-            if len(prompt) + sampling.max_tokens <= limit:
-                return prompt, sampling, trimmed
-            if len(turns) > 1:
-                turns = turns[1:]
-                trimmed += 1
-                continue
-            room = limit - len(prompt)
-            if room >= 16:
-                # Shorter reply rather than none: the prompt fits, the full max tokens do not.
-                return prompt, Sampling(**{**sampling.__dict__, "max_tokens": room}), trimmed
-            raise SageError(
-                f"the message is {len(prompt)} tokens; {engine.config.model_name} takes at most"
-                f" {limit} tokens of context: shorten it"
-            )
 
     def _adapter(self, record: ModelRecord) -> Adapter:
         if not Path(record.path).is_dir():

@@ -13,11 +13,12 @@ import re
 import time
 from pathlib import Path
 
+from sage_tui.core.atomic import write_atomic
 from sage_tui.core.models.adapters import read_adapter
 from sage_tui.core.models.builtin import Progress, builtin_model, provision
 from sage_tui.core.models.folder import check_model_folder, read_manifest
 from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord, Store
-from sage_tui.errors import ModelError
+from sage_tui.errors import ModelError, one_line
 from sage_tui.paths import Paths
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -144,9 +145,7 @@ class ModelRegistry:
             "switched_at": time.time(),
         }
         target = self.paths.active_model_file
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(target)
+        write_atomic(target, json.dumps(info, indent=2) + "\n")
         os.environ["SAGE_STUDIO_LLM_MODEL"] = record.name
         os.environ["SAGE_STUDIO_LLM_PATH"] = record.path
         return record
@@ -185,6 +184,6 @@ def _download(repo_id: str, progress: Progress) -> Path:
             allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py"],
         )
     except Exception as err:  # the hub raises many kinds; all mean "not available here"
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = one_line(err)
         raise ModelError(f"could not get {repo_id!r} from the Hugging Face Hub: {reason}") from None
     return Path(folder)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-EVENTS_FILE = "events.jsonl"
+from sage_tui.core.training.job_folder import EVENTS_FILE
 
 
 @dataclass(frozen=True)

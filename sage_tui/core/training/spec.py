@@ -138,7 +138,8 @@ def spec_problems(spec: JobSpec) -> list[str]:
 
 @dataclass(frozen=True)
 class Preset:
-    """Starting values for a kind of machine; every value stays editable."""
+    """Starting values for a kind of machine; every value stays editable. LoRA alpha is twice
+    the rank in each (and a rank set without an alpha gets twice its value too)."""
 
     name: str
     description: str
@@ -151,17 +152,38 @@ PRESETS = {
         Preset(
             "cpu",
             "CPU only: short sequences, small batches (minutes for a small model)",
-            {"batch_size": 2, "grad_accum": 1, "max_length": 512, "lora_r": 16, "save_steps": 20},
+            {
+                "batch_size": 2,
+                "grad_accum": 1,
+                "max_length": 512,
+                "lora_r": 16,
+                "lora_alpha": 32,
+                "save_steps": 20,
+            },
         ),
         Preset(
             "small-gpu",
             "one GPU under 40 GiB free",
-            {"batch_size": 4, "grad_accum": 4, "max_length": 1024, "lora_r": 16, "save_steps": 50},
+            {
+                "batch_size": 4,
+                "grad_accum": 4,
+                "max_length": 1024,
+                "lora_r": 16,
+                "lora_alpha": 32,
+                "save_steps": 50,
+            },
         ),
         Preset(
             "large-gpu",
             "a GPU with 40 GiB or more free",
-            {"batch_size": 8, "grad_accum": 2, "max_length": 2048, "lora_r": 32, "save_steps": 100},
+            {
+                "batch_size": 8,
+                "grad_accum": 2,
+                "max_length": 2048,
+                "lora_r": 32,
+                "lora_alpha": 64,
+                "save_steps": 100,
+            },
         ),
     )
 }

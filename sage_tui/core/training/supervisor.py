@@ -36,12 +36,14 @@ from typing import Any
 
 from sage_tui.core.store import Store
 from sage_tui.core.training.events import Event, read_events
+from sage_tui.core.training.job_folder import LOG_FILE, JobFolder
 from sage_tui.core.training.jobs import (
     ENDED,
     RESUMABLE,
     STATUSES,
+    EventFollower,
     Job,
-    Progress,
+    JobStatus,
     job_from_row,
     outcome,
     stored_gpus,
@@ -54,18 +56,21 @@ from sage_tui.core.training.processes import (
     signal_group,
     spawn_runner,
     start_keeper,
-    write_atomic,
 )
-from sage_tui.core.training.runner import last_checkpoint
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.errors import SageError
 from sage_tui.paths import Paths
 
-__all__ = ["ENDED", "LOG_FILE", "RESUMABLE", "STATUSES", "Job", "JobError", "Supervisor"]
-
-SPEC_FILE = "spec.json"
-LOG_FILE = "train.log"
-STOP_FILE = "STOP"
+__all__ = [
+    "ENDED",
+    "LOG_FILE",
+    "RESUMABLE",
+    "STATUSES",
+    "Job",
+    "JobError",
+    "JobStatus",
+    "Supervisor",
+]
 
 RunnerCommand = Callable[[Path, bool], list[str]]
 DeviceProbe = Callable[[], Sequence[Device]]
@@ -105,7 +110,7 @@ class Supervisor:
         to another process)."""
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._follow: dict[str, Progress] = {}
+        self._follow: dict[str, EventFollower] = {}
 
     # -- creating and starting --------------------------------------------------------------
 
@@ -133,7 +138,7 @@ class Supervisor:
                     " or remove the folder"
                 ) from None
             try:
-                write_atomic(job_dir / SPEC_FILE, spec.to_json() + "\n")
+                JobFolder(job_dir).write_spec(spec)
                 self._insert(spec, job_dir)
             except sqlite3.IntegrityError:
                 shutil.rmtree(job_dir, ignore_errors=True)
@@ -143,7 +148,7 @@ class Supervisor:
             except BaseException:
                 shutil.rmtree(job_dir, ignore_errors=True)
                 raise
-            self._follow[spec.task_id] = Progress()
+            self._follow[spec.task_id] = EventFollower()
             return self.get(spec.task_id)
 
     def start(self, task_id: str, *, resume: bool = False) -> Job:
@@ -220,8 +225,8 @@ class Supervisor:
         return read_events(Path(row["output_dir"]), offset)
 
     def last_checkpoint(self, task_id: str) -> Path | None:
-        """The newest complete checkpoint of a job (see `runner.last_checkpoint`)."""
-        return last_checkpoint(self.paths.job_dir(task_id))
+        """The newest complete checkpoint of a job (see `JobFolder.last_checkpoint`)."""
+        return JobFolder(self.paths.job_dir(task_id)).last_checkpoint()
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -271,8 +276,7 @@ class Supervisor:
             if row["status"] != "running":
                 return self._job(row)
             job_dir, pid = Path(row["output_dir"]), row["pid"]
-            with contextlib.suppress(OSError):
-                (job_dir / STOP_FILE).touch()
+            JobFolder(job_dir).request_stop()
         if not self._wait_ended(task_id, pid, job_dir, grace_seconds):
             for sig, wait in ((signal.SIGTERM, term_seconds), (signal.SIGKILL, 10.0)):
                 self._signal_group(task_id, pid, job_dir, sig)
@@ -359,8 +363,7 @@ class Supervisor:
         (queued by a resume) continues from it. A start that fails is recorded on the job.
         """
         job_dir = self.paths.job_dir(task_id)
-        with contextlib.suppress(FileNotFoundError):
-            (job_dir / STOP_FILE).unlink()
+        JobFolder(job_dir).clear_stop()
         resume = self.last_checkpoint(task_id) is not None
         command = self.runner_command(job_dir, resume)
         started = time.time()
@@ -384,7 +387,7 @@ class Supervisor:
             proc.wait()
             raise
         self._procs[task_id] = proc
-        self._follow.setdefault(task_id, Progress()).terminal = None
+        self._follow.setdefault(task_id, EventFollower()).terminal = None
 
     def _check(self, row: Any) -> Job | None:
         """Follow one running job; settle it if its process ended. The job if it changed."""
@@ -399,8 +402,7 @@ class Supervisor:
             terminal = None  # from an earlier run of this job, before a resume
         status, error = outcome(terminal, code)
         self._settle(task_id, status, error)
-        with contextlib.suppress(OSError):
-            (job_dir / STOP_FILE).unlink()
+        JobFolder(job_dir).clear_stop()
         return self.get(task_id)
 
     def _settle(self, task_id: str, status: str, error: str | None) -> None:
@@ -431,8 +433,8 @@ class Supervisor:
         if pid is not None and self._liveness(task_id, pid, job_dir)[0]:
             signal_group(pid, sig)
 
-    def _catch_up(self, task_id: str, job_dir: Path) -> Progress:
-        follow = self._follow.setdefault(task_id, Progress())
+    def _catch_up(self, task_id: str, job_dir: Path) -> EventFollower:
+        follow = self._follow.setdefault(task_id, EventFollower())
         events, follow.offset = read_events(job_dir, follow.offset)
         for event in events:
             follow.apply(event)

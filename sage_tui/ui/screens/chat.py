@@ -6,17 +6,20 @@ import asyncio
 import time
 from datetime import datetime
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, ListItem, ListView, Markdown, Static
 
-from sage_tui.core.chat import ChatSession, describe_stats, stats_figures
+from sage_tui.core.chat import describe_stats, stats_figures
 from sage_tui.core.engines.base import Sampling
-from sage_tui.core.engines.manager import Reply
-from sage_tui.core.store import ConversationRecord, ConversationStore, MessageRecord
+from sage_tui.core.engines.manager import EngineStopped
+from sage_tui.core.engines.reply import Reply
+from sage_tui.core.store import ConversationRecord, MessageRecord
 from sage_tui.errors import SageError
+from sage_tui.studio import EngineState, EngineStatus
 from sage_tui.ui.screens.base import StudioScreen
 from sage_tui.ui.widgets.chat_message import ChatMessage
 
@@ -30,12 +33,12 @@ class ChatScreen(StudioScreen):
         Binding("ctrl+n", "new_conversation", "New chat", id="chat.new"),
         Binding("ctrl+o", "toggle_conversations", "Chats", id="chat.list"),
         Binding("ctrl+y", "copy_reply", "Copy reply", id="chat.copy"),
+        Binding("ctrl+r", "reload_engine", "Reload engine", id="chat.reload"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        services = self.app.services
-        self.session = ChatSession(ConversationStore(services.store), services.engines)
+        self.session = self.app.studio.chat()
         self.reply: Reply | None = None
 
     def compose_body(self) -> ComposeResult:
@@ -61,7 +64,7 @@ class ChatScreen(StudioScreen):
 
     def on_mount(self) -> None:
         self.query_one("#chat-conversations").display = False
-        self.watch(self.app, "engine_state", self._engine_state_changed)
+        self.watch(self.app, "engine", self._engine_state_changed)
         self.watch(self.app, "model_status", self._engine_state_changed)
         self.watch(self.app, "active_model", self._engine_state_changed)
         self.query_one("#chat-input", Input).focus()
@@ -71,27 +74,24 @@ class ChatScreen(StudioScreen):
     # -- the engine -------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        if self.app.engine_state == "loading":
+        if self.app.engine.state is EngineState.LOADING:
             self._engine_state_changed()
 
     def _engine_state_changed(self, _: object = None) -> None:
         app = self.app
         notice = self.query_one("#chat-engine", Static)
         prompt = self.query_one("#chat-input", Input)
-        if app.engine_state == "ready":
+        engine: EngineStatus = app.engine
+        if engine.ready:
             notice.update("")
             notice.display = False
             prompt.placeholder = f"Ask {app.active_model} (Enter sends, Esc stops)"
+            return
+        notice.display = True
+        notice.update(Text(_engine_notice(engine, app.model_status)))
+        if engine.state is EngineState.STOPPED:
+            prompt.placeholder = "The engine stopped: Enter reloads it and sends, ctrl+r reloads"
         else:
-            notice.display = True
-            elapsed = time.monotonic() - app.engine_loading_since
-            text = {
-                "loading": f"Loading the engine ({elapsed:.0f} s):"
-                f" {app.model_status or app.active_model}",
-                "failed": f"The engine could not start: {app.engine_error}",
-                "idle": "No model is active: choose one on the Models screen (F2).",
-            }.get(app.engine_state, app.engine_state)
-            notice.update(text)
             prompt.placeholder = "Waiting for the engine: type now, send when it is ready"
 
     # -- sending ----------------------------------------------------------------------------
@@ -101,7 +101,7 @@ class ChatScreen(StudioScreen):
         if self.reply is not None:
             self.notify("A reply is still streaming: Esc stops it.", severity="warning")
             return
-        if self.app.engine_state != "ready":
+        if self.app.engine.state not in (EngineState.READY, EngineState.STOPPED):
             self.notify("The engine is not ready yet; your message stays in the box.")
             return
         if not event.value.strip():
@@ -137,6 +137,11 @@ class ChatScreen(StudioScreen):
         except SageError as err:
             self.notify(str(err), title="Not sent", severity="error", markup=False)
             return
+        except Exception as err:  # an engine that fails in its own way: say so, keep the text
+            self.notify(
+                f"{type(err).__name__}: {err}", title="Not sent", severity="error", markup=False
+            )
+            return
         self.reply = reply
         self.query_one("#chat-input", Input).value = ""
         transcript = self.query_one("#chat-transcript", VerticalScroll)
@@ -150,6 +155,15 @@ class ChatScreen(StudioScreen):
                 parts.append(piece)
                 await stream.write(piece)
                 transcript.scroll_end(animate=False)
+        except EngineStopped as err:
+            # What arrived is kept and saved; the engine is loaded again on the next message.
+            await self.app.studio.engine.check_health()
+            self.notify(
+                f"{err}. The reply was cut off; send again (or ctrl+r) to reload the engine.",
+                title="Engine stopped",
+                severity="error",
+                markup=False,
+            )
         finally:
             await stream.stop()
             self.reply = None
@@ -157,10 +171,17 @@ class ChatScreen(StudioScreen):
             answer.show_stats(describe_stats(stats_figures(reply.stats)))
             await asyncio.to_thread(self.session.finish, answer.text, reply.stats)
 
+    def action_reload_engine(self) -> None:
+        """Load the active model again (after the engine stopped or failed)."""
+        if self.app.engine.state is EngineState.LOADING:
+            self.notify("The engine is loading already.")
+            return
+        self.app.reload_engine()
+
     async def action_stop(self) -> None:
         """Stop the reply being generated (what arrived so far is kept)."""
         if self.reply is not None:
-            await self.app.services.engines.abort(self.reply.request_id)
+            await self.app.studio.engine.manager.abort(self.reply.request_id)
 
     def action_copy_reply(self) -> None:
         """Copy the last reply to the clipboard (OSC 52 works over SSH)."""
@@ -202,7 +223,7 @@ class ChatScreen(StudioScreen):
         await listing.clear()
         for record in records:
             when = datetime.fromtimestamp(record.updated_at).strftime("%m-%d %H:%M")
-            item = ListItem(Label(f"{when}  {record.title or '(untitled)'}"))
+            item = ListItem(Label(f"{when}  {record.title or '(untitled)'}", markup=False))
             item.conversation_id = record.id
             await listing.append(item)
         listing.index = 0 if records else None
@@ -236,3 +257,17 @@ class ChatScreen(StudioScreen):
             ]
         )
         transcript.scroll_end(animate=False)
+
+
+def _engine_notice(engine: EngineStatus, provisioning: str) -> str:
+    """The line above the chat input while the engine cannot answer."""
+    if engine.state is EngineState.LOADING:
+        elapsed = time.monotonic() - engine.since
+        return f"Loading the engine ({elapsed:.0f} s): {engine.detail or engine.model}"
+    if engine.state is EngineState.FAILED:
+        return f"The engine could not start: {engine.error}. ctrl+r tries again."
+    if engine.state is EngineState.STOPPED:
+        return f"The engine stopped: {engine.error}. Send a message or press ctrl+r to reload it."
+    if provisioning:
+        return f"Preparing the built-in model: {provisioning}"
+    return "No model is active: choose one on the Models screen (F2)."

@@ -1,7 +1,7 @@
 """The Finetune screen: the job form, the job list, the selected job and "use as backend".
 
-The App owns the Supervisor and polls it (jobs outlive this screen); the screen shows the
-App's `JobsUpdated` lists and calls the Supervisor from thread workers for what the user asks.
+The App follows the jobs (they outlive this screen); the screen shows the App's `JobsUpdated`
+lists and calls the studio (`app.studio.jobs`) from thread workers for what the user asks.
 """
 
 from __future__ import annotations
@@ -14,55 +14,24 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, DataTable, Static
+from textual.widgets import DataTable, Static
 
-from sage_tui.core.gpu import ResourceSnapshot, format_bytes
 from sage_tui.core.store import ModelRecord
-from sage_tui.core.training.backend import adapter_name, register_job_adapter
+from sage_tui.core.training.backend import adapter_name
 from sage_tui.core.training.jobs import Job
-from sage_tui.core.training.spec import JobSpec, SpecError
-from sage_tui.core.training.supervisor import LOG_FILE
-from sage_tui.ui.messages import JobsUpdated, ModelsChanged, SwitchModelRequested
+from sage_tui.core.training.spec import SpecError
+from sage_tui.errors import SageError
+from sage_tui.studio.dataset_report import describe_check, token_preview
+from sage_tui.studio.formatting import job_summary
+from sage_tui.studio.jobs import JobRequest, check_dataset
+from sage_tui.ui.messages import JobsUpdated, ModelsChanged
 from sage_tui.ui.modals.use_backend import UseBackendModal
 from sage_tui.ui.screens.base import StudioScreen
 from sage_tui.ui.widgets.job_form import JobForm
-from sage_tui.ui.widgets.job_table import JobTable, format_eta
+from sage_tui.ui.widgets.job_table import JobTable
 from sage_tui.ui.widgets.loss_chart import LossChartPanel
 
 LOG_LINES = 15
-
-
-def job_summary(job: Job, resources: ResourceSnapshot | None = None) -> str:
-    """A line or two about one job for the detail panel (plain text); a running job's GPUs
-    with their memory in use, from `resources`."""
-    parts = [f"{job.id}: {job.status}", f"base {job.base_model}"]
-    if job.placement:
-        parts.append(f"on {job.placement}")
-    if job.step is not None:
-        parts.append(f"step {job.step}/{job.total_steps or '?'}")
-    if job.tokens_per_second:
-        parts.append(f"{job.tokens_per_second:.0f} tokens/s")
-    if job.eval_loss is not None:
-        parts.append(f"eval loss {job.eval_loss:.4f}")
-    if job.status == "running":
-        parts.append(f"ETA {format_eta(job.eta_seconds)}")
-    text = "  ·  ".join(parts) + _gpu_memory(job, resources)
-    if job.error:
-        text += f"\nerror: {job.error}"
-    return text
-
-
-def _gpu_memory(job: Job, resources: ResourceSnapshot | None) -> str:
-    if job.status != "running" or not job.gpus or resources is None:
-        return ""
-    held = [gpu for gpu in resources.gpus if gpu.index in job.gpus]
-    if not held:
-        return ""
-    return "".join(
-        f"\nGPU {gpu.index}: {format_bytes(gpu.memory_used)}/{format_bytes(gpu.memory_total)}"
-        " in use" + (f", {gpu.utilization}% busy" if gpu.utilization is not None else "")
-        for gpu in held
-    )
 
 
 def read_log_tail(path: Path, lines: int = LOG_LINES) -> str:
@@ -114,44 +83,104 @@ class FinetuneScreen(StudioScreen):
                 yield Static("", id="finetune-log", markup=False)
 
     def on_mount(self) -> None:
+        self.load_bases()
         self._show_jobs(self.app.jobs)
 
     def on_screen_resume(self) -> None:
-        self.query_one(JobForm).load_bases()
+        self.load_bases()
         self._show_jobs(self.app.jobs)
 
     @on(ModelsChanged)
     def _models_changed(self) -> None:
-        self.query_one(JobForm).load_bases()
+        self.load_bases()
+
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="finetune-bases",
+        description="read base models",
+    )
+    def load_bases(self) -> None:
+        """Read the registered base models off the event loop, for the form."""
+        registry = self.app.services.registry
+        bases = [m for m in registry.list() if m.kind == "base"]
+        preferred = None
+        if registry.active_name:
+            try:
+                preferred = registry.base_of(registry.get(registry.active_name)).name
+            except SageError:
+                preferred = None
+        self.app.call_from_thread(self.query_one(JobForm).set_bases, bases, preferred)
+
+    # -- checking a dataset -----------------------------------------------------------------
+
+    @on(JobForm.CheckRequested)
+    def _check_requested(self, message: JobForm.CheckRequested) -> None:
+        self.check_dataset(message.request, message.max_length)
+
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="finetune-check",
+        description="check the dataset",
+    )
+    def check_dataset(self, request: JobRequest, max_length: int) -> None:
+        """Read every row the way Start will, then count tokens with the base tokenizer."""
+        form = self.query_one(JobForm)  # only its thread-safe methods run through the app
+        try:
+            check = check_dataset(
+                request.dataset,
+                skip_invalid=request.skip_invalid,
+                placeholders=request.placeholders,
+            )
+        except (SageError, OSError, ValueError) as err:
+            self.app.call_from_thread(form.show_report, f"dataset refused: {err}", True)
+            return
+        self.app.call_from_thread(form.show_fills, list(check.unfilled))
+        base = form.bases.get(request.base)
+        preview, error = None, None
+        if base is None:
+            error = "pick a base model"
+        else:
+            try:
+                preview = token_preview(check, base.path, max_length)
+            except Exception as err:  # any tokenizer trouble only costs the preview
+                error = f"{type(err).__name__}: {err}"
+        report = describe_check(check, preview, error)
+        self.app.call_from_thread(form.show_report, report, check.refused)
 
     # -- starting a job ---------------------------------------------------------------------
 
-    @on(Button.Pressed, "#finetune-start")
-    def _start_pressed(self) -> None:
+    @on(JobForm.StartRequested)
+    def _start_requested(self) -> None:
         self.action_start()
 
     def action_start(self) -> None:
-        """Check the form and submit the job (in a worker); refuse with a one-line reason."""
+        """Read the form and submit the job (in a worker); refuse with a one-line reason."""
         try:
-            spec = self.query_one(JobForm).build_spec()
+            request = self.query_one(JobForm).build_request()
         except SpecError as err:
             self.notify(str(err), title="Job not started", severity="error", markup=False)
             return
-        self.submit_job(spec)
+        self.submit_job(request)
 
     @work(thread=True, exit_on_error=False, group="finetune-jobs", description="start the job")
-    def submit_job(self, spec: JobSpec) -> None:
-        """Refuse a bad dataset before anything is created, then create and start the job."""
-        from sage_tui.core.data import load_dataset_file
-
-        loaded = load_dataset_file(spec.dataset, placeholders=spec.placeholders)
-        job = self.app.supervisor.submit(spec.with_changes(dataset_format=loaded.format.value))
+    def submit_job(self, request: JobRequest) -> None:
+        """Check everything (as the CLI does), then create and start the job."""
+        try:
+            job = self.app.studio.jobs.submit(request)
+        except SageError as err:
+            self.app.call_from_thread(
+                self.notify, str(err), title="Job not started", severity="error", markup=False
+            )
+            return
         self.app.call_from_thread(self._submitted, job)
 
     def _submitted(self, job: Job) -> None:
         self.notify(f"Job {job.id} {job.status}.", markup=False)
         self.query_one(JobForm).clear_task_id()
-        self.app.refresh_jobs()
 
     # -- the job list and the selected job --------------------------------------------------
 
@@ -184,7 +213,7 @@ class FinetuneScreen(StudioScreen):
             return
         summary.set_class(job.status == "failed", "-error")
         summary.update(job_summary(job, self.app.resources))
-        key = (job.id, job.status, job.step)
+        key = (job.id, job.status, job.progress.step)
         if key != self._detail_key:
             self._detail_key = key
             self.read_detail(job)
@@ -198,13 +227,13 @@ class FinetuneScreen(StudioScreen):
     )
     def read_detail(self, job: Job) -> None:
         """Read the job's step losses and the tail of its train.log."""
-        events, _ = self.app.supervisor.events(job.id)
+        events, _ = self.app.studio.jobs.supervisor.events(job.id)
         losses = [
             float(e.data["loss"])
             for e in events
             if e.kind == "step" and isinstance(e.data.get("loss"), (int, float))
         ]
-        tail = read_log_tail(Path(job.output_dir) / LOG_FILE)
+        tail = read_log_tail(job.folder.log_file)
         self.app.call_from_thread(self._show_detail, job.id, losses, tail)
 
     def _show_detail(self, job_id: str, losses: list[float], tail: str) -> None:
@@ -241,19 +270,15 @@ class FinetuneScreen(StudioScreen):
     @work(thread=True, exit_on_error=False, group="finetune-jobs", description="job action")
     def job_action(self, what: str, job_id: str) -> None:
         """Cancel, resume or delete a job; errors reach the App's error handler."""
-        supervisor = self.app.supervisor
+        jobs = self.app.studio.jobs
         if what == "cancel":
-            line = f"Job {job_id} {supervisor.cancel(job_id).status}."
+            line = f"Job {job_id} {jobs.cancel(job_id).status}."
         elif what == "resume":
-            line = f"Job {job_id} {supervisor.start(job_id, resume=True).status}."
+            line = f"Job {job_id} {jobs.resume(job_id).status}."
         else:
-            supervisor.delete(job_id)
+            jobs.delete(job_id)
             line = f"Job {job_id} deleted."
-        self.app.call_from_thread(self._job_acted, line)
-
-    def _job_acted(self, line: str) -> None:
-        self.notify(line, markup=False)
-        self.app.refresh_jobs()
+        self.app.call_from_thread(self.notify, line, markup=False)
 
     def action_use_job(self) -> None:
         """Ask, then make the selected completed job's adapter the chat's model."""
@@ -268,20 +293,6 @@ class FinetuneScreen(StudioScreen):
 
         def answered(confirmed: bool | None) -> None:
             if confirmed:
-                self.use_as_backend(job)
+                self.app.use_as_backend(job.id)
 
         self.app.push_screen(UseBackendModal(adapter_name(job.id)), answered)
-
-    @work(
-        thread=True,
-        exclusive=True,
-        exit_on_error=False,
-        group="finetune-use",
-        description="use as backend",
-    )
-    def use_as_backend(self, job: Job) -> None:
-        """Register the job's adapter, make it active, and ask the App to switch the engine."""
-        services = self.app.services
-        record = register_job_adapter(services.registry, job)
-        services.registry.set_active(record.name, services.engines.engine_kind)
-        self.post_message(SwitchModelRequested(record.name))

@@ -38,8 +38,7 @@ class ModelsScreen(StudioScreen):
     )
     def load_models(self) -> None:
         """Read the registry off the event loop, then fill the table."""
-        registry = self.app.services.registry
-        models, active = registry.list(), registry.active_name
+        models, active = self.app.studio.models(), self.app.services.registry.active_name
         self.app.call_from_thread(self._fill, models, active)
 
     def _fill(self, models: list[ModelRecord], active: str | None) -> None:

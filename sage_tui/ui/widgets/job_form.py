@@ -1,29 +1,27 @@
 """The fine-tuning job form: base model, dataset (with its Check), preset and LoRA settings.
 
-The form reads the registered base models and checks the dataset in its own workers; the
-Finetune screen asks it for the job with `build_spec()` and submits that.
+The form holds what the user typed and nothing else: it posts `CheckRequested` and
+`StartRequested`, and the Finetune screen calls the studio. `build_request()` turns the form
+into a `JobRequest` carrying only the values the user changed from what the form showed, so the
+studio applies the preset and its rules exactly as it does for the CLI.
 """
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, VerticalScroll
-from textual.widgets import Button, Input, Label, Select, Static
-from textual.worker import Worker
+from textual.message import Message
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from sage_tui.core.gpu import ResourceSnapshot
 from sage_tui.core.store import ModelRecord
-from sage_tui.core.training.placement import parse_gpus
 from sage_tui.core.training.spec import PRESETS, JobSpec, SpecError, preset_for
-from sage_tui.errors import SageError
-from sage_tui.ui.workers import forward_worker_failure
+from sage_tui.studio.jobs import JobRequest
 
-SAMPLE_CHARS = 400
 NUMBER_FIELDS = (
     # (spec field, widget id, label, type)
     ("lora_r", "finetune-rank", "rank", int),
@@ -39,51 +37,31 @@ NUMBER_FIELDS = (
 DEFAULTS = JobSpec(task_id="x", base_model="", base_path="", dataset="")
 
 
-def default_task_id() -> str:
-    """A new job's name: ft-<date>-<time>."""
-    return time.strftime("ft-%Y%m%d-%H%M%S")
-
-
-def _clip(text: str, limit: int) -> str:
-    """`text` cut to `limit` characters, saying how much was left out."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit].rstrip()} ... ({len(text) - limit} more characters)"
-
-
 def _show_number(value: float) -> str:
     return f"{value:g}"
 
 
-def describe_dataset(loaded: Any, preview: Any | None, preview_error: str | None) -> str:
-    """What the Check found: rows, format, problems, then the token statistics."""
-    lines = [
-        f"{len(loaded.examples)} rows of {loaded.total_rows} usable, format {loaded.format.value}"
-    ]
-    lines += [f"problem: {problem}" for problem in loaded.problems[:5]]
-    lines += [f"warning: {warning}" for warning in loaded.warnings]
-    if preview is not None:
-        lines.append(
-            f"tokens: min {preview.min_tokens}  median {preview.median_tokens:.0f}"
-            f"  max {preview.max_tokens}  ({preview.truncated} over max length"
-            f" {preview.max_length})"
-        )
-        lines.append(preview.histogram_text(bins=6, width=24))
-        if preview.samples:
-            lines.append("first row as the model sees it:")
-            lines.append(_clip(preview.samples[0], SAMPLE_CHARS))
-    elif preview_error:
-        lines.append(f"token preview unavailable: {preview_error}")
-    return "\n".join(lines)
-
-
 class JobForm(VerticalScroll):
-    """What a new fine-tuning job needs; `build_spec()` turns it into a checked JobSpec."""
+    """What a new fine-tuning job needs; `build_request()` turns it into a JobRequest."""
+
+    @dataclass
+    class CheckRequested(Message):
+        """The user asked to check the dataset with the form's current settings."""
+
+        request: JobRequest
+        max_length: int
+        """Tokens per row the job would keep (for the length histogram)."""
+
+    @dataclass
+    class StartRequested(Message):
+        """The user asked to start the job the form describes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.bases: dict[str, ModelRecord] = {}
-        """Registered base models by name, as last read."""
+        """Registered base models by name, as the screen last gave them."""
+        self._shown = {name: getattr(DEFAULTS, name) for name, *_ in NUMBER_FIELDS}
+        """The number each field was last filled with (a default or the preset's)."""
         self._preset_from_hardware = False
 
     def compose(self) -> ComposeResult:
@@ -93,6 +71,7 @@ class JobForm(VerticalScroll):
         with Horizontal(id="finetune-dataset-row"):
             yield Input(placeholder="path/to/data.jsonl", id="finetune-dataset", compact=True)
             yield Button("Check", id="finetune-check", compact=True)
+        yield Checkbox("skip invalid rows", id="finetune-skip-invalid", compact=True)
         yield Static(
             "Check reads the rows and counts tokens.",
             id="finetune-dataset-report",
@@ -113,42 +92,18 @@ class JobForm(VerticalScroll):
             yield Input(placeholder="ft-<date>-<time>", id="finetune-task", compact=True)
             for name, widget_id, label, _ in NUMBER_FIELDS:
                 yield Label(label, classes="finetune-field-label")
-                yield Input(_show_number(getattr(DEFAULTS, name)), id=widget_id, compact=True)
+                yield Input(_show_number(self._shown[name]), id=widget_id, compact=True)
             yield Label("GPUs", classes="finetune-field-label")
             yield Input(placeholder="any", id="finetune-gpus", compact=True)
         yield Button("Start  ctrl+s", variant="primary", id="finetune-start")
 
     def on_mount(self) -> None:
-        self.load_bases()
         self.watch(self.app, "resources", self._resources_seen)
-
-    @on(Worker.StateChanged)
-    def _worker_state(self, event: Worker.StateChanged) -> None:
-        forward_worker_failure(self, event)
 
     # -- base models and presets ------------------------------------------------------------
 
-    @work(
-        thread=True,
-        exclusive=True,
-        exit_on_error=False,
-        group="finetune-bases",
-        description="read base models",
-    )
-    def load_bases(self) -> None:
-        """Read the registered base models off the event loop."""
-        registry = self.app.services.registry
-        bases = [m for m in registry.list() if m.kind == "base"]
-        active = registry.active_name
-        preferred = None
-        if active:
-            try:
-                preferred = registry.base_of(registry.get(active)).name
-            except SageError:
-                preferred = None
-        self.app.call_from_thread(self._fill_bases, bases, preferred)
-
-    def _fill_bases(self, bases: list[ModelRecord], preferred: str | None) -> None:
+    def set_bases(self, bases: list[ModelRecord], preferred: str | None) -> None:
+        """Offer these base models; keep the choice, else take `preferred`, else the first."""
         self.bases = {m.name: m for m in bases}
         select = self.query_one("#finetune-base", Select)
         current = select.value
@@ -178,64 +133,70 @@ class JobForm(VerticalScroll):
             self._apply_preset(event.value)
 
     def _apply_preset(self, name: str) -> None:
-        values = dict(PRESETS[name].values)
-        if "lora_r" in values:
-            values.setdefault("lora_alpha", 2 * values["lora_r"])
+        values = PRESETS[name].values
         for field, widget_id, _, _ in NUMBER_FIELDS:
             if field in values:
+                self._shown[field] = values[field]
                 self.query_one(f"#{widget_id}", Input).value = _show_number(values[field])
+
+    # -- the job it describes ---------------------------------------------------------------
+
+    def build_request(self) -> JobRequest:
+        """The job the form describes; SpecError for a field that is not a number."""
+        base = self.query_one("#finetune-base", Select).value
+        settings: dict[str, Any] = {}
+        for field, widget_id, label, kind in NUMBER_FIELDS:
+            text = self.query_one(f"#{widget_id}", Input).value.strip()
+            try:
+                value = kind(text)
+            except ValueError:
+                raise SpecError(f"{label}: {text!r} is not a number") from None
+            if value != self._shown[field]:
+                settings[field] = value
+        preset = self.query_one("#finetune-preset", Select).value
+        return JobRequest(
+            base=base if isinstance(base, str) else "",
+            dataset=self.query_one("#finetune-dataset", Input).value.strip(),
+            task_id=self.query_one("#finetune-task", Input).value,
+            preset=preset if isinstance(preset, str) else None,
+            settings=settings,
+            gpus=self.query_one("#finetune-gpus", Input).value,
+            placeholders=self.placeholder_values(),
+            skip_invalid=self.query_one("#finetune-skip-invalid", Checkbox).value,
+        )
+
+    def clear_task_id(self) -> None:
+        """Empty the task id after a start: the next job gets a fresh name unless one is typed."""
+        self.query_one("#finetune-task", Input).value = ""
+
+    @on(Button.Pressed, "#finetune-start")
+    def _start_pressed(self) -> None:
+        self.post_message(self.StartRequested())
 
     # -- the dataset check ------------------------------------------------------------------
 
     @on(Button.Pressed, "#finetune-check")
     @on(Input.Submitted, "#finetune-dataset")
     def _check_pressed(self) -> None:
-        path = self.query_one("#finetune-dataset", Input).value.strip()
-        report = self.query_one("#finetune-dataset-report", Static)
-        if not path:
-            report.update("Enter a dataset path first.")
+        if not self.query_one("#finetune-dataset", Input).value.strip():
+            self.show_report("Enter a dataset path first.", failed=False)
             return
-        base = self.bases.get(self._base_name() or "")
         try:
-            max_length = int(self.query_one("#finetune-max-length", Input).value)
-        except ValueError:
-            max_length = DEFAULTS.max_length
-        report.update(f"checking {path} ...")
-        self.check_dataset(Path(path).expanduser(), base.path if base else None, max_length)
-
-    @work(
-        thread=True,
-        exclusive=True,
-        exit_on_error=False,
-        group="finetune-check",
-        description="check the dataset",
-    )
-    def check_dataset(self, path: Path, base_path: str | None, max_length: int) -> None:
-        """Load the dataset and count its tokens with the base model's tokenizer."""
-        from sage_tui.core.data.preview import preview
-        from sage_tui.core.data import find_placeholders, load_dataset_file
-
-        try:
-            loaded = load_dataset_file(path, skip_invalid=True)
-        except (SageError, OSError, ValueError) as err:
-            self.app.call_from_thread(self._show_report, f"dataset refused: {err}", True)
+            request = self.build_request()
+        except SpecError as err:
+            self.show_report(str(err), failed=True)
             return
-        names = list(find_placeholders(loaded.examples))
-        self.app.call_from_thread(self._show_fills, names)
-        shown, error = None, None
-        if base_path is None:
-            error = "pick a base model"
-        else:
-            try:
-                from transformers import AutoTokenizer
+        self.show_report(f"checking {request.dataset} ...", failed=False)
+        max_length = int(request.settings.get("max_length", self._shown["max_length"]))
+        self.post_message(self.CheckRequested(request, max_length))
 
-                tokenizer = AutoTokenizer.from_pretrained(base_path)
-                shown = preview(loaded, tokenizer, max_length)
-            except Exception as err:  # any tokenizer trouble only costs the preview
-                error = f"{type(err).__name__}: {err}"
-        self.app.call_from_thread(self._show_report, describe_dataset(loaded, shown, error), False)
+    @on(Checkbox.Changed, "#finetune-skip-invalid")
+    def _skip_changed(self) -> None:
+        # What Start will do with bad rows changed: check again so the report says it.
+        if self.query_one("#finetune-dataset", Input).value.strip():
+            self._check_pressed()
 
-    def _show_fills(self, names: list[str]) -> None:
+    def show_fills(self, names: list[str]) -> None:
         """One input for each `{{name}}` placeholder the dataset holds; typed values stay."""
         fills = self.query_one("#finetune-fills", Grid)
         kept = self.placeholder_values()
@@ -261,49 +222,8 @@ class JobForm(VerticalScroll):
             if widget.value.strip()
         }
 
-    def _show_report(self, text: str, failed: bool) -> None:
+    def show_report(self, text: str, failed: bool) -> None:
+        """Show what the check found (plain text: it quotes the file)."""
         report = self.query_one("#finetune-dataset-report", Static)
         report.set_class(failed, "-error")
         report.update(text)
-
-    # -- the job it describes ---------------------------------------------------------------
-
-    def _base_name(self) -> str | None:
-        value = self.query_one("#finetune-base", Select).value
-        return value if isinstance(value, str) else None
-
-    def build_spec(self) -> JobSpec:
-        """The job the form describes; SpecError naming what is wrong."""
-        base = self.bases.get(self._base_name() or "")
-        if base is None:
-            raise SpecError("pick a base model (register one on the Models screen)")
-        dataset = self.query_one("#finetune-dataset", Input).value.strip()
-        if not dataset:
-            raise SpecError("enter a dataset path")
-        values: dict[str, Any] = {}
-        for field, widget_id, label, kind in NUMBER_FIELDS:
-            text = self.query_one(f"#{widget_id}", Input).value.strip()
-            try:
-                values[field] = kind(text)
-            except ValueError:
-                raise SpecError(f"{label}: {text!r} is not a number") from None
-        try:
-            values["gpus"] = parse_gpus(self.query_one("#finetune-gpus", Input).value)
-        except ValueError as err:
-            raise SpecError(str(err)) from None
-        preset = self.query_one("#finetune-preset", Select).value
-        if isinstance(preset, str):
-            values["save_steps"] = PRESETS[preset].values.get("save_steps", DEFAULTS.save_steps)
-        spec = JobSpec(
-            task_id=self.query_one("#finetune-task", Input).value.strip() or default_task_id(),
-            base_model=base.name,
-            base_path=base.path,
-            dataset=str(Path(dataset).expanduser().absolute()),
-            placeholders=self.placeholder_values(),
-            **values,
-        )
-        return spec.check()
-
-    def clear_task_id(self) -> None:
-        """Empty the task id after a start: the next job gets a fresh name unless one is typed."""
-        self.query_one("#finetune-task", Input).value = ""

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from sage_tui.core.training.jobs import Job
-from sage_tui.core.training.placement import describe
+from sage_tui.studio.formatting import job_cells
 
 STATUS_STYLES = {
     "queued": "dim",
@@ -20,37 +20,11 @@ STATUS_STYLES = {
 }
 
 
-def format_eta(seconds: float | None) -> str:
-    """Seconds left as `42 s`, `3 min 05 s` or `2 h 10 min`; `-` when unknown."""
-    if seconds is None:
-        return "-"
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def job_place(job: Job) -> str:
-    """Where a job runs or ran; for a queued job, the GPUs it waits for ("-": any)."""
-    if job.status == "queued":
-        return describe(tuple(job.spec.gpus)) if job.spec.gpus else "-"
-    return job.placement or "-"
-
-
-def job_cells(job: Job) -> tuple[str | Text, ...]:
-    """The table cells of one job: id, status, where, steps done (and share), loss, ETA."""
-    steps = "-"
-    if job.step is not None:
-        steps = f"{job.step}/{job.total_steps or '?'}"
-        if job.progress is not None:
-            steps += f" {job.progress:.0%}"
-    loss = f"{job.last_loss:.4f}" if job.last_loss is not None else "-"
-    status = Text(job.status, style=STATUS_STYLES.get(job.status, ""))
-    return (job.id, status, job_place(job), steps, loss, format_eta(job.eta_seconds))
+def row(job: Job) -> tuple[str | Text, ...]:
+    """The table cells of one job (text from the disk goes in as plain Text)."""
+    cells = job_cells(job)
+    status = Text(cells.status.value, style=STATUS_STYLES.get(cells.status.value, ""))
+    return (Text(cells.id), status, cells.where, cells.steps, cells.loss, cells.eta)
 
 
 class JobTable(DataTable):
@@ -74,7 +48,7 @@ class JobTable(DataTable):
         selected = self.selected_id
         self.clear()
         for job in jobs:
-            self.add_row(*job_cells(job), key=job.id)
+            self.add_row(*row(job), key=job.id)
         ids = [job.id for job in jobs]
         if selected in ids:
             self.move_cursor(row=ids.index(selected), animate=False)

@@ -8,6 +8,7 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 from sage_tui.core.gpu import ResourceSnapshot, format_bytes
+from sage_tui.studio import EngineState, EngineStatus
 
 MODE_TABS = (("finetune", "1", "Finetune"), ("models", "2", "Models"), ("chat", "3", "Chat"))
 
@@ -36,10 +37,23 @@ def describe_resources(snapshot: ResourceSnapshot | None) -> Text:
     return text
 
 
+_TROUBLE = (EngineState.FAILED, EngineState.STOPPED)
+
+
+def engine_status_words(engine: EngineStatus) -> str:
+    """What the status line says about the engine: what a load is doing, or what went wrong;
+    nothing while it serves or when no model is active."""
+    if engine.state is EngineState.LOADING:
+        return engine.detail or f"loading {engine.model}"
+    if engine.state in _TROUBLE:
+        return engine.line()
+    return ""
+
+
 class StatusBar(Horizontal):
     """Mode tabs, the active model and the latest resource figures.
 
-    It reads the App's reactive state (`active_model`, `resources`, `model_status`) and
+    It reads the App's reactive state (`active_model`, `engine`, `resources`) and
     redraws when those change; it never fetches anything itself.
     """
 
@@ -59,16 +73,18 @@ class StatusBar(Horizontal):
     def on_mount(self) -> None:
         self.watch(self.app, "active_model", self._show_model)
         self.watch(self.app, "model_status", self._show_model)
+        self.watch(self.app, "engine", self._show_model)
         self.watch(self.app, "resources", self._show_resources)
 
     def _show_model(self, _: object = None) -> None:
         app = self.app
         text = Text("model ", style="bold")
         text.append(app.active_model or "none", style="cyan")
-        if app.model_status:
-            status = app.model_status
+        status = app.model_status or engine_status_words(app.engine)
+        if status:
             status = status if len(status) <= 48 else status[:47] + "…"
-            text.append(f"  {status}", style="italic yellow")
+            style = "bold red" if app.engine.state in _TROUBLE else "italic yellow"
+            text.append(f"  {status}", style=style)
         self.query_one(".status-model", Static).update(text)
 
     def _show_resources(self, snapshot: ResourceSnapshot | None) -> None:

@@ -1,0 +1,34 @@
+"""Fitting a conversation into the engine's context: oldest turns are left out first."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sage_tui.core.engines.base import Engine, Message, Sampling
+from sage_tui.errors import SageError
+
+
+async def fit_context(
+    engine: Engine, messages: list[Message], sampling: Sampling
+) -> tuple[list[int], Sampling, int]:
+    """Token ids that fit the context, dropping the oldest turns first."""
+    limit = engine.config.max_model_len
+    system = [m for m in messages[:1] if m.get("role") == "system"]
+    turns = messages[len(system) :]
+    trimmed = 0
+    while True:
+        prompt = await asyncio.to_thread(engine.prompt_ids, system + turns)
+        if len(prompt) + sampling.max_tokens <= limit:
+            return prompt, sampling, trimmed
+        if len(turns) > 1:
+            turns = turns[1:]
+            trimmed += 1
+            continue
+        room = limit - len(prompt)
+        if room >= 16:
+            # Shorter reply rather than none: the prompt fits, the full max tokens do not.
+            return prompt, Sampling(**{**sampling.__dict__, "max_tokens": room}), trimmed
+        raise SageError(
+            f"the message is {len(prompt)} tokens; {engine.config.model_name} takes at most"
+            f" {limit} tokens of context: shorten it"
+        )

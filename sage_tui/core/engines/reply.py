@@ -1,0 +1,63 @@
+"""A reply being generated, and the figures shown under it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from sage_tui.core.engines.base import Delta
+
+
+@dataclass
+class ReplyStats:
+    """Figures shown under every reply."""
+
+    model: str
+    engine: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    time_to_first_token: float | None = None
+    seconds: float = 0.0
+    finish_reason: str | None = None
+    trimmed_messages: int = 0
+    """Oldest messages left out because the conversation did not fit the context."""
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed: tokens after the first, over the time after the first."""
+        if self.time_to_first_token is None or self.completion_tokens < 2:
+            return 0.0
+        decode = self.seconds - self.time_to_first_token
+        return (self.completion_tokens - 1) / decode if decode > 0 else 0.0
+
+
+@dataclass
+class Reply:
+    """A reply being generated: iterate it once for text; `stats` is complete when it ends.
+
+    Leaving the loop early (break) ends the request in the engine too.
+    """
+
+    request_id: str
+    stats: ReplyStats
+    _deltas: AsyncIterator[Delta] = field(repr=False)
+    _read: bool = field(default=False, repr=False)
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        if self._read:
+            raise RuntimeError(f"reply {self.request_id} has already been read")
+        self._read = True
+        return self._text()
+
+    async def _text(self) -> AsyncIterator[str]:
+        # aclosing: a consumer that stops early closes the engine stream too (which aborts
+        # the request) instead of leaving it to generate until garbage collection.
+        async with contextlib.aclosing(self._deltas) as deltas:
+            async for delta in deltas:
+                if delta.text:
+                    yield delta.text
+
+    async def text(self) -> str:
+        """The whole reply (reads it)."""
+        return "".join([piece async for piece in self])

@@ -1,0 +1,120 @@
+"""The job folder contract: what lives in `studio_finetune/outputs/<task_id>/` and what it means.
+
+The runner writes here, the supervisor, the CLI and the UI read here; nothing else names these
+files. A job folder holds:
+
+- `spec.json`: what was asked (:class:`~sage_tui.core.training.spec.JobSpec`), written once,
+  atomically, before the job exists in the database;
+- `events.jsonl`: JSON lines the runner appends (started, step, eval, checkpoint, finished,
+  stopped, failed); a job's outcome is read from these and the runner's exit code;
+- `train.log`: everything the runner printed, after a header line per start;
+- `STOP`: present while a stop was asked; the runner saves a checkpoint and exits with
+  :data:`EXIT_STOPPED`;
+- `checkpoints/checkpoint-N/`: the trainer's checkpoints; one counts only once its
+  `trainer_state.json` (written last) is there;
+- the adapter (`adapter_model.safetensors`, `adapter_config.json`, tokenizer files),
+  `training_args.json` and `metrics.json`, moved in together once training finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from sage_tui.core.atomic import write_atomic
+from sage_tui.core.training.spec import JobSpec
+
+SPEC_FILE = "spec.json"
+EVENTS_FILE = "events.jsonl"
+LOG_FILE = "train.log"
+STOP_FILE = "STOP"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_DONE = "trainer_state.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+TRAINING_ARGS = "training_args.json"
+METRICS = "metrics.json"
+STAGING = ".final.partial"
+"""Where the runner assembles the final adapter before moving it in."""
+
+EXIT_FINISHED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
+"""The runner's exit codes: finished (adapter saved), failed (a `failed` event says why),
+stopped on request (a checkpoint was saved; the job can be resumed)."""
+
+
+@dataclass(frozen=True)
+class JobFolder:
+    """One job's folder and the files in it."""
+
+    path: Path
+
+    @property
+    def task_id(self) -> str:
+        """The job's id (the folder's name)."""
+        return self.path.name
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / SPEC_FILE
+
+    @property
+    def events_file(self) -> Path:
+        return self.path / EVENTS_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / LOG_FILE
+
+    @property
+    def stop_file(self) -> Path:
+        return self.path / STOP_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def adapter_weights(self) -> Path:
+        return self.path / ADAPTER_WEIGHTS
+
+    @property
+    def staging(self) -> Path:
+        return self.path / STAGING
+
+    def write_spec(self, spec: JobSpec) -> None:
+        """Write spec.json (atomically: a reader sees all of it or none)."""
+        write_atomic(self.spec_file, spec.to_json() + "\n")
+
+    def read_spec(self) -> JobSpec:
+        """The job's spec.json (SpecError for unknown settings)."""
+        return JobSpec.from_file(self.spec_file)
+
+    def request_stop(self) -> None:
+        """Ask the runner to save a checkpoint and exit."""
+        with contextlib.suppress(OSError):
+            self.stop_file.touch()
+
+    def stop_requested(self) -> bool:
+        return self.stop_file.exists()
+
+    def clear_stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.stop_file.unlink()
+
+    def has_adapter(self) -> bool:
+        """Whether training finished and left its adapter here."""
+        return self.adapter_weights.is_file()
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest complete `checkpoints/checkpoint-N` folder.
+
+        The trainer writes `trainer_state.json` after the weights and optimizer state, so a
+        checkpoint without it was cut short (the process was killed while saving) and is skipped.
+        """
+        found = []
+        for folder in self.checkpoints.glob("checkpoint-*"):
+            suffix = folder.name.rsplit("-", 1)[-1]
+            if suffix.isdigit() and (folder / CHECKPOINT_DONE).is_file():
+                found.append((int(suffix), folder))
+        return max(found)[1] if found else None

@@ -1,0 +1,275 @@
+"""Fine-tuning use cases: check a dataset, prepare a job, submit, cancel, resume, delete, poll.
+
+Every front end (the CLI, the Finetune screen, the HTTP API) hands a :class:`JobRequest` in
+the user's terms and gets back a checked :class:`PreparedJob`: one validation path for the
+dataset, the preset, the placeholders, the GPUs and the task id, so the same inputs give the
+same `spec.json` whoever typed them. Methods block (disk, database, processes): front ends call
+them from threads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sage_tui.core.data import (
+    DatasetError,
+    LoadedDataset,
+    find_placeholders,
+    invalid_rows_message,
+    load_dataset_file,
+)
+from sage_tui.core.data.placeholders import is_placeholder_warning
+from sage_tui.core.training.backend import register_job_adapter
+from sage_tui.core.training.jobs import Job, JobStatus
+from sage_tui.core.training.placement import parse_gpus
+from sage_tui.core.training.spec import PRESETS, JobSpec, Preset, SpecError, preset_for
+from sage_tui.core.training.supervisor import JobError
+from sage_tui.studio.state import JobEnded, JobsChanged, ModelsChanged, Observers
+
+if TYPE_CHECKING:
+    from sage_tui.core.store import ModelRecord
+    from sage_tui.services import Services
+
+
+def default_task_id() -> str:
+    """A new job's name when none is given: ft-<date>-<time>."""
+    return time.strftime("ft-%Y%m%d-%H%M%S")
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A new job as a user describes it, before any checking."""
+
+    base: str
+    """Registered base model name."""
+    dataset: str | Path
+    task_id: str = ""
+    """Empty: ft-<date>-<time>."""
+    preset: str | None = None
+    """A preset name; None: chosen from the GPUs' free memory."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """Spec fields the user set (lora_r, learning_rate, ...); they override the preset."""
+    gpus: str | Sequence[int] = ""
+    """GPUs to pin to: "1", "0,1" or a list; empty: any free one."""
+    placeholders: Mapping[str, str] = field(default_factory=dict)
+    dataset_format: str | None = None
+    skip_invalid: bool = False
+
+
+@dataclass(frozen=True)
+class DatasetCheck:
+    """What a dataset check found, and what Start will do with the file."""
+
+    loaded: LoadedDataset
+    """The rows read with invalid ones set aside (so the figures cover the whole file)."""
+    skip_invalid: bool
+    unfilled: dict[str, int]
+    """`{{name}}` placeholders left unfilled, with the rows holding each."""
+
+    @property
+    def refused(self) -> bool:
+        """True when Start would refuse the file (invalid rows, not skipping them)."""
+        return bool(self.loaded.skipped) and not self.skip_invalid
+
+    @property
+    def verdict(self) -> str:
+        """One line: what Start will do with this file."""
+        loaded = self.loaded
+        if not loaded.skipped:
+            return f"all {loaded.total_rows} rows are valid ({loaded.format.value})"
+        if self.skip_invalid:
+            return (
+                f"{loaded.skipped} invalid rows of {loaded.total_rows} will be skipped:"
+                f" training on {len(loaded.examples)}"
+            )
+        return (
+            f"{loaded.skipped} of {loaded.total_rows} rows are invalid: Start refuses this file;"
+            " fix them, or skip invalid rows"
+        )
+
+    def warnings(self, fill_hint: str = "") -> list[str]:
+        """The dataset's warnings; the placeholder one says how to fill them (`fill_hint`
+        formats one name, e.g. "--fill {name}=VALUE")."""
+        lines = []
+        for warning in self.loaded.warnings:
+            if self.unfilled and fill_hint and is_placeholder_warning(warning):
+                warning += " (" + " ".join(fill_hint.format(name=n) for n in self.unfilled) + ")"
+            lines.append(warning)
+        return lines
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A checked job, ready to submit."""
+
+    spec: JobSpec
+    dataset: DatasetCheck
+    preset: Preset
+
+
+def check_dataset(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    skip_invalid: bool = False,
+    placeholders: Mapping[str, str] | None = None,
+) -> DatasetCheck:
+    """Read every row of a dataset; DatasetError when it cannot be used at all.
+
+    Invalid rows are always read past, so the check reports on the whole file; whether Start
+    accepts them is `skip_invalid`, the same value Start will use.
+    """
+    loaded = load_dataset_file(
+        Path(path).expanduser().absolute(),
+        fmt=fmt,
+        skip_invalid=True,
+        placeholders=dict(placeholders or {}),
+    )
+    return DatasetCheck(loaded, skip_invalid, find_placeholders(loaded.examples))
+
+
+def build_spec(
+    request: JobRequest, base: ModelRecord, check: DatasetCheck, preset: Preset
+) -> JobSpec:
+    """The spec for a request: preset values, then the user's settings, checked.
+
+    A rank set without an alpha gets alpha = 2 x rank, as the presets have it.
+    """
+    values = dict(preset.values)
+    settings = {k: v for k, v in request.settings.items() if v is not None}
+    if "lora_r" in settings and "lora_alpha" not in settings:
+        settings["lora_alpha"] = 2 * int(settings["lora_r"])
+    values.update(settings)
+    try:
+        gpus = parse_gpus(request.gpus) if isinstance(request.gpus, str) else list(request.gpus)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
+    try:
+        spec = JobSpec(
+            task_id=request.task_id.strip() or default_task_id(),
+            base_model=base.name,
+            base_path=base.path,
+            dataset=str(check.loaded.path),
+            dataset_format=check.loaded.format.value,
+            skip_invalid=request.skip_invalid,
+            placeholders=dict(request.placeholders),
+            gpus=gpus,
+            **values,
+        )
+    except TypeError as err:
+        raise SpecError(f"unknown setting: {err}") from None
+    return spec.check()
+
+
+class JobDesk:
+    """The fine-tuning use cases over the services' supervisor and registry."""
+
+    def __init__(self, services: Services, observers: Observers) -> None:
+        self.services = services
+        self.supervisor = services.supervisor
+        self._observers = observers
+        self._statuses: dict[str, JobStatus] | None = None
+
+    # -- new jobs ---------------------------------------------------------------------------
+
+    def preset_for_host(self) -> Preset:
+        """The preset the GPUs' free memory suggests (cpu without GPUs)."""
+        snapshot = self.services.monitor.sample()
+        return preset_for([gpu.memory_free for gpu in snapshot.gpus])
+
+    def prepare(self, request: JobRequest) -> PreparedJob:
+        """Check everything about a new job without creating anything.
+
+        SageError (SpecError, DatasetError, ModelError) naming the first problem.
+        """
+        registry = self.services.registry
+        base = registry.get(request.base)
+        if base.kind != "base":
+            raise SpecError(
+                f"{request.base} is an adapter; fine-tune its base model {base.base_model}"
+            )
+        if not str(request.dataset).strip():
+            raise SpecError("enter a dataset path")
+        if request.preset is not None and request.preset not in PRESETS:
+            raise SpecError(
+                f"unknown preset {request.preset!r}; choose one of {', '.join(PRESETS)}"
+            )
+        preset = PRESETS[request.preset] if request.preset else self.preset_for_host()
+        check = check_dataset(
+            request.dataset,
+            fmt=request.dataset_format,
+            skip_invalid=request.skip_invalid,
+            placeholders=request.placeholders,
+        )
+        if check.refused:
+            loaded = check.loaded
+            raise DatasetError(
+                invalid_rows_message(str(loaded.path), loaded.problems, loaded.total_rows)
+            )
+        return PreparedJob(build_spec(request, base, check, preset), check, preset)
+
+    def submit(self, prepared: PreparedJob | JobRequest) -> Job:
+        """Create and start a job (it stays queued while others use every slot)."""
+        if isinstance(prepared, JobRequest):
+            prepared = self.prepare(prepared)
+        job = self.supervisor.submit(prepared.spec)
+        self.poll()
+        return job
+
+    # -- existing jobs ----------------------------------------------------------------------
+
+    def get(self, task_id: str) -> Job:
+        return self.supervisor.get(task_id)
+
+    def list(self) -> list[Job]:
+        return self.supervisor.list()
+
+    def cancel(self, task_id: str) -> Job:
+        """Stop a job (a running one saves a checkpoint first); blocks until it ended."""
+        job = self.supervisor.cancel(task_id)
+        self.poll()
+        return job
+
+    def resume(self, task_id: str) -> Job:
+        """Continue a job from its last checkpoint."""
+        job = self.supervisor.start(task_id, resume=True)
+        self.poll()
+        return job
+
+    def delete(self, task_id: str) -> None:
+        """Remove a job that is not running, and its folder."""
+        self.supervisor.delete(task_id)
+        self.poll()
+
+    def adapter_for_use(self, name: str) -> str:
+        """The model name to chat with for `name`: a job's adapter (registered now, again if it
+        was retrained) or a registered model's own name."""
+        try:
+            job = self.supervisor.get(name)
+        except JobError:
+            self.services.registry.get(name)  # ModelError listing what is registered
+            return name
+        record = register_job_adapter(self.services.registry, job)
+        self._observers.publish(ModelsChanged())
+        return record.name
+
+    # -- following --------------------------------------------------------------------------
+
+    def poll(self) -> list[Job]:
+        """Follow the jobs once (re-attaching on the first call); publish what changed."""
+        if self._statuses is None:
+            self.supervisor.reattach()
+        else:
+            self.supervisor.poll()
+        jobs = self.supervisor.list()
+        before, self._statuses = self._statuses, {job.id: job.status for job in jobs}
+        self._observers.publish(JobsChanged(tuple(jobs)))
+        if before is not None:  # endings from before this launch are not news
+            for job in jobs:
+                if job.status.ended and before.get(job.id) != job.status:
+                    self._observers.publish(JobEnded(job))
+        return jobs
