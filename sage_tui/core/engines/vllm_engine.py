@@ -124,6 +124,13 @@ class VllmEngine(Engine):
         if self._llm is not None:
             await self._llm.abort(request_id)
 
+    def failure(self) -> str | None:
+        """Why vLLM can no longer serve: its EngineCore process died (killed, OOM, crashed)."""
+        llm = self._llm
+        if llm is None or not getattr(llm, "errored", False):
+            return None
+        return "its EngineCore process " + _exit_description(llm)
+
     async def shutdown(self) -> None:
         """End the EngineCore child process, which frees the model's memory."""
         llm, self._llm = self._llm, None
@@ -153,3 +160,22 @@ def child_environ(config: EngineConfig) -> dict[str, str]:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[-1] if text else type(err).__name__
+
+
+def _exit_description(llm: Any) -> str:
+    """How the EngineCore child ended, as far as vLLM lets us see it."""
+    manager = getattr(
+        getattr(getattr(llm, "engine_core", None), "resources", None), "engine_manager", None
+    )
+    codes = [getattr(p, "exitcode", None) for p in getattr(manager, "processes", None) or ()]
+    code = next((c for c in codes if c is not None), None)
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        import signal
+
+        try:
+            return f"was killed ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"was killed (signal {-code})"
+    return f"exited with code {code}"

@@ -33,26 +33,23 @@ from typing import Any
 
 from sage_tui.core.cpu_share import TRAIN_CPUS_ENV, allowed_cpus, apply_runner_share
 from sage_tui.core.training.events import EventWriter
+from sage_tui.core.training.job_folder import (
+    EXIT_FAILED,
+    EXIT_FINISHED,
+    EXIT_STOPPED,
+    METRICS,
+    TRAINING_ARGS,
+    JobFolder,
+)
 from sage_tui.core.training.spec import JobSpec
+from sage_tui.errors import one_line
 
-STOP_FILE = "STOP"
 PROCESSES_ENV = "SAGE_TRAIN_PROCESSES"
-CHECKPOINTS = "checkpoints"
-EXIT_FINISHED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
 
 
 def last_checkpoint(job_dir: Path) -> Path | None:
-    """The newest complete `checkpoints/checkpoint-N` folder.
-
-    The trainer writes `trainer_state.json` after the weights and optimizer state, so a
-    checkpoint without it was cut short (the process was killed while saving) and is skipped.
-    """
-    found = []
-    for folder in (job_dir / CHECKPOINTS).glob("checkpoint-*"):
-        suffix = folder.name.rsplit("-", 1)[-1]
-        if suffix.isdigit() and (folder / "trainer_state.json").is_file():
-            found.append((int(suffix), folder))
-    return max(found)[1] if found else None
+    """The newest complete checkpoint of the job in `job_dir` (see JobFolder.last_checkpoint)."""
+    return JobFolder(job_dir).last_checkpoint()
 
 
 def load_examples(spec: JobSpec) -> tuple[list[dict], list[dict]]:
@@ -133,11 +130,11 @@ def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None)
         def on_save(self, args, state, control, **kwargs):
             if not self.reporting:
                 return
-            path = job_dir / CHECKPOINTS / f"checkpoint-{state.global_step}"
+            path = JobFolder(job_dir).checkpoints / f"checkpoint-{state.global_step}"
             events.write("checkpoint", step=state.global_step, path=str(path))
 
         def on_step_end(self, args, state, control, **kwargs):
-            asked = self.stop_requested or (job_dir / STOP_FILE).exists()
+            asked = self.stop_requested or JobFolder(job_dir).stop_requested()
             if _agreed(asked):  # every worker stops on the same step, or the others hang
                 self.stop_requested = True
                 control.should_training_stop = True
@@ -148,7 +145,8 @@ def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None)
 
 def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
     """Run the job; returns the exit code."""
-    spec = JobSpec.from_file(job_dir / "spec.json").check()
+    folder = JobFolder(job_dir)
+    spec = folder.read_spec().check()
     train_rows, eval_rows = load_examples(spec)
 
     import torch
@@ -158,12 +156,12 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
-    checkpoint = last_checkpoint(job_dir) if resume else None
+    checkpoint = folder.last_checkpoint() if resume else None
     if resume and checkpoint is None:
-        raise RuntimeError(f"nothing to resume: {job_dir / CHECKPOINTS} holds no checkpoint")
+        raise RuntimeError(f"nothing to resume: {folder.checkpoints} holds no checkpoint")
     tokenizer = AutoTokenizer.from_pretrained(spec.base_path)
     config = SFTConfig(
-        output_dir=str(job_dir / CHECKPOINTS),
+        output_dir=str(folder.checkpoints),
         per_device_train_batch_size=spec.batch_size,
         per_device_eval_batch_size=spec.batch_size,
         gradient_accumulation_steps=spec.grad_accum,
@@ -214,7 +212,7 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if reporter.stop_requested:
         if reporter.reporting:
-            saved = last_checkpoint(job_dir)
+            saved = folder.last_checkpoint()
             events.write("stopped", step=trainer.state.global_step, checkpoint=str(saved or ""))
         return EXIT_STOPPED
     if not reporter.reporting:
@@ -227,14 +225,14 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
 
 def _save_final(trainer, config, spec: JobSpec, metrics: dict, job_dir: Path) -> None:
     """Write the adapter, tokenizer, training_args.json and metrics.json, all or nothing."""
-    staging = job_dir / ".final.partial"
+    staging = JobFolder(job_dir).staging
     shutil.rmtree(staging, ignore_errors=True)
     try:
         trainer.save_model(str(staging))
-        (staging / "training_args.json").write_text(
+        (staging / TRAINING_ARGS).write_text(
             json.dumps(config.to_dict(), indent=2, default=str), encoding="utf-8"
         )
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        (staging / METRICS).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         # Pickled training args: never read back (JSON above is the record).
         (staging / "training_args.bin").unlink(missing_ok=True)
         for item in staging.iterdir():
@@ -246,9 +244,10 @@ def _save_final(trainer, config, spec: JobSpec, metrics: dict, job_dir: Path) ->
 def describe_failure(err: BaseException, job_dir: Path) -> tuple[str, str]:
     """(reason, suggestion) for a failed job, in words a user can act on."""
     text = f"{type(err).__name__}: {err}".strip()
-    first = text.splitlines()[0] if text else type(err).__name__
+    first = one_line(Exception(text))
+    folder = JobFolder(job_dir)
     try:
-        spec = JobSpec.from_file(job_dir / "spec.json")
+        spec = folder.read_spec()
     except Exception:  # the spec itself may be what failed
         spec = None
     lowered = text.lower()
@@ -259,7 +258,7 @@ def describe_failure(err: BaseException, job_dir: Path) -> tuple[str, str]:
         return first, f"free disk space under {job_dir.parent}, then resume the job"
     if type(err).__name__ in ("DatasetError", "SpecError"):
         return first, "fix the dataset or the settings, then start a new job"
-    return first, f"see {job_dir / 'train.log'} for the full error"
+    return first, f"see {folder.log_file} for the full error"
 
 
 def _rank() -> int:
@@ -324,13 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     job_dir = args.job_dir.absolute()
+    events = EventWriter(job_dir)
     try:
         # Before torch starts its threads: they size themselves from what this sets.
         pinned = apply_runner_share()
     except ValueError as err:
         events.write("failed", reason=str(err), suggestion=f"unset {TRAIN_CPUS_ENV}")
         return EXIT_FAILED
-    events = EventWriter(job_dir)
     if "WORLD_SIZE" not in os.environ:
         try:
             workers = worker_count()
