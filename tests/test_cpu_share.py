@@ -13,6 +13,7 @@ from sage_tui.core.cpu_share import (
     TRAIN_CPUS_ENV,
     VLLM_BIND_ENV,
     CpuShare,
+    apply_engine_threads,
     apply_runner_share,
     engine_env,
     engine_threads,
@@ -103,6 +104,24 @@ def test_runner_share_naming_no_usable_core_is_refused(monkeypatch) -> None:
     monkeypatch.setattr(cpu_share, "allowed_cpus", lambda: (0, 1))
     with pytest.raises(ValueError, match=TRAIN_CPUS_ENV):
         apply_runner_share({TRAIN_CPUS_ENV: "5"}, set_affinity=lambda *_: None)
+
+
+def test_an_in_process_engine_gets_its_share_of_threads(monkeypatch) -> None:
+    class FakeTorch:
+        threads = 0
+
+        def set_num_threads(self, n: int) -> None:
+            self.threads = n
+
+    torch = FakeTorch()
+    monkeypatch.setattr(cpu_share, "allowed_cpus", lambda: (0, 1))
+    monkeypatch.setitem(cpu_share.sys.modules, "torch", torch)
+    assert apply_engine_threads(engine_threads(gpu=False, jobs=True, cpus=[0, 1])) == 1
+    assert torch.threads == 1
+    assert apply_engine_threads(engine_threads(gpu=False, jobs=False, cpus=[0, 1])) == 2
+    assert torch.threads == 2
+    monkeypatch.delitem(cpu_share.sys.modules, "torch")
+    assert apply_engine_threads(1) is None
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux affinity")

@@ -140,6 +140,20 @@ def engine_threads(*, gpu: bool, jobs: bool, cpus: Iterable[int] | None = None) 
     return len(share.engine) if share.engine else None
 
 
+def apply_engine_threads(count: int | None) -> int | None:
+    """Size the torch thread pool of an engine in this process (transformers): `count`
+    threads, or one per allowed core when None (no job to share with). Torch applies it to
+    threads at their first parallel work, and the transformers engine starts a thread per
+    reply, so it holds from the next reply on. Does nothing before torch is imported (no
+    engine of that kind runs); returns the count set, or None then."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    threads = count or len(allowed_cpus())
+    torch.set_num_threads(threads)
+    return threads
+
+
 def apply_runner_share(
     env: Mapping[str, str] = os.environ,
     *,
