@@ -17,6 +17,7 @@ from sage_tui.ui.messages import JobEnded
 from sage_tui.ui.modals.use_backend import TITLE, UseBackendModal
 from sage_tui.ui.widgets.loss_chart import LossChartPanel
 from tests.conftest import BUILTIN, REPO
+from tests.support.fake_engine import adapter_folder
 from tests.support.waiting import until
 
 FAKE_RUNNER = REPO / "tests" / "support" / "fake_runner.py"
@@ -128,10 +129,8 @@ async def test_bad_input_creates_no_job(make_app) -> None:
         assert not app.services.settings.paths.job_dir("ft-bad").exists()
 
 
-async def test_use_a_finished_job_as_backend(make_app, engines, builtin_model_dir: Path) -> None:
-    from tests.support.adapters import tiny_adapter
-
-    adapter = tiny_adapter(builtin_model_dir)
+async def test_use_a_finished_job_as_backend(make_app, engines, tmp_path: Path) -> None:
+    adapter = adapter_folder(tmp_path / "adapter")
     app = make_app()
     seen: list = []
     async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:

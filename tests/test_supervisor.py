@@ -66,7 +66,7 @@ def test_submit_runs_to_completion_with_progress(sup: Supervisor, spec_for, path
     assert events[0].kind == "started" and events[-1].kind == "finished"
     assert sup.events("ok-job", offset) == ([], offset)
     # A fresh supervisor (a new launch) reads the progress back from the events.
-    assert Supervisor(sup.store, paths).get("ok-job").last_loss == 0.5
+    assert Supervisor(sup.store, paths).get("ok-job").progress.last_loss == 0.5
 
 
 def test_failure_carries_reason_and_suggestion(sup: Supervisor, spec_for, modes) -> None:

@@ -137,7 +137,11 @@ def _finetune(studio, args: argparse.Namespace) -> int:
     )
     prepared = studio.jobs.prepare(request)
     check = prepared.dataset
-    for warning in check.warnings(fill_hint="--fill {name}=VALUE"):
+
+    def how_to_fill(names: list[str]) -> str:
+        return "pass " + " ".join(f"--fill {name}=VALUE" for name in names)
+
+    for warning in check.warnings(how_to_fill):
         print(f"warning: {warning}", file=sys.stderr)
     if check.loaded.skipped:
         print(check.verdict, file=sys.stderr)

@@ -10,7 +10,7 @@ them from threads.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,13 +91,13 @@ class DatasetCheck:
             " fix them, or skip invalid rows"
         )
 
-    def warnings(self, fill_hint: str = "") -> list[str]:
-        """The dataset's warnings; the placeholder one says how to fill them (`fill_hint`
-        formats one name, e.g. "--fill {name}=VALUE")."""
+    def warnings(self, how_to_fill: Callable[[list[str]], str] | None = None) -> list[str]:
+        """The dataset's warnings; the placeholder one ends with how to fill them, in the
+        front end's words (`how_to_fill(names)`, e.g. "pass --fill name=VALUE")."""
         lines = []
         for warning in self.loaded.warnings:
-            if self.unfilled and fill_hint and is_placeholder_warning(warning):
-                warning += " (" + " ".join(fill_hint.format(name=n) for n in self.unfilled) + ")"
+            if self.unfilled and how_to_fill and is_placeholder_warning(warning):
+                warning += f" ({how_to_fill(list(self.unfilled))})"
             lines.append(warning)
         return lines
 

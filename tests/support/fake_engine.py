@@ -9,8 +9,10 @@ script sets. `FakeEngines` is the factory handed to `open_services(engine_factor
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sage_tui.core.engines.base import Adapter, Delta, Engine, EngineConfig, Message, Sampling
 
@@ -21,6 +23,8 @@ class EngineScript:
 
     load_seconds: float = 0.0
     load_error: BaseException | None = None
+    failing_models: set[str] | None = None
+    """Models `load_error` applies to (None: every model)."""
     reply: str = "The capital of France is Paris."
     """Sent one word a token; an adapter's reply is prefixed with the adapter's name."""
     token_seconds: float = 0.0
@@ -51,8 +55,12 @@ class FakeEngine(Engine):
         script.most_live = max(script.most_live, script.live)
         self._running = True
         try:
-            await asyncio.sleep(script.load_seconds)
-            if script.load_error is not None:
+            # In a thread, as vLLM builds its engine: cancelling the caller does not stop it.
+            await asyncio.to_thread(time.sleep, script.load_seconds)
+            failing = script.failing_models
+            if script.load_error is not None and (
+                failing is None or self.config.model_name in failing
+            ):
                 raise script.load_error
         except BaseException:
             # A load that fails frees what it took, as vLLM's child process does.
@@ -112,3 +120,15 @@ class FakeEngines:
     @property
     def current(self) -> FakeEngine:
         return self.engines[-1]
+
+
+def adapter_folder(path: Path, rank: int = 8) -> Path:
+    """A LoRA adapter folder the registry accepts, for the fake engine (which never reads the
+    weights): a real adapter_config.json and a placeholder weights file."""
+    import json
+
+    path.mkdir(parents=True, exist_ok=True)
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "bias": "none"}
+    (path / "adapter_config.json").write_text(json.dumps(config))
+    (path / "adapter_model.safetensors").write_bytes(b"")
+    return path

@@ -1,0 +1,66 @@
+"""The real vLLM engine's EngineCore process killed mid-reply (as the OOM killer would): the
+reply ends, the studio says the engine stopped and why, and the next message reloads it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sage_tui.core.engines.base import Sampling
+from sage_tui.core.engines.manager import EngineStopped
+from sage_tui.services import open_services
+from sage_tui.studio import EngineState, Studio
+from tests.conftest import BUILTIN, FakeMonitor, no_gpu_snapshot
+
+pytestmark = pytest.mark.slow
+STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def engine_cores() -> list[psutil.Process]:
+    me = psutil.Process(os.getpid())
+    return [
+        child
+        for child in me.children(recursive=True)
+        if "EngineCore" in child.name() or "EngineCore" in " ".join(child.cmdline())
+    ]
+
+
+async def test_a_killed_engine_core_is_noticed_and_the_next_message_reloads(
+    settings, builtin_model_dir: Path
+) -> None:
+    services = open_services(
+        settings.with_changes(engine="vllm", default_model=""),
+        monitor=FakeMonitor(no_gpu_snapshot()),
+    )
+    services.settings.paths.model_dir(BUILTIN).symlink_to(builtin_model_dir)
+    services.registry.pull(BUILTIN)
+    studio = Studio(services)
+    try:
+        await studio.engine.start(raise_errors=True)
+        cores = engine_cores()
+        assert cores, "no EngineCore child process found"
+        reply = await studio.engine.reply(STORY, Sampling(temperature=0.0, max_tokens=400))
+        pieces = []
+        with pytest.raises(EngineStopped, match="engine stopped: its EngineCore process"):
+            async for piece in reply:
+                pieces.append(piece)
+                if len(pieces) == 3:
+                    for core in cores:
+                        core.send_signal(signal.SIGKILL)
+        assert len(pieces) >= 3 and reply.stats.finish_reason == "abort"
+        await studio.engine.check_health()
+        assert studio.engine.status.state is EngineState.STOPPED
+        assert "killed" in studio.engine.status.error or "stopped" in studio.engine.status.error
+
+        answer = await (await studio.engine.reply(FRANCE, Sampling(0.0, 1.0, 24))).text()
+        assert "Paris" in answer
+        assert studio.engine.status.state is EngineState.READY
+        assert services.engines.loads == 2
+    finally:
+        await studio.shutdown()
+        services.close()
