@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sage_tui.config import Settings
+from sage_tui.core.engines.kinds import default_engine_factory
 from sage_tui.core.engines.manager import EngineManager
 from sage_tui.core.engines.plan import hardware_from_snapshot
 from sage_tui.core.gpu import ResourceMonitor
@@ -64,14 +65,14 @@ def open_services(
         registry,
         lambda: hardware_from_snapshot(monitor.sample(), scope),
         engine_kind=settings.engine,
+        engine_factory=engine_factory or default_engine_factory,
     )
-    if engine_factory is not None:
-        engines._factory = engine_factory
+    # One device probe: the queue reads the same monitor as the status line and the planner.
     supervisor = Supervisor(
         store,
         paths,
         runner_command=runner_command,
         jobs_per_device=settings.jobs_per_gpu,
-        devices=devices if devices is not None else HostDevices(),
+        devices=devices if devices is not None else HostDevices(scope, monitor),
     )
     return Services(settings, store, registry, monitor, engines, supervisor)

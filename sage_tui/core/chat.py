@@ -7,6 +7,7 @@ has accepted it, so a refused message stays with the user instead of half in the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
@@ -54,13 +55,17 @@ class ChatSession:
         """Start a reply to `text`; the user message is saved once the engine accepts it."""
         text = text.strip()
         reply = await self.start_reply(self.request_messages(text), sampling, model=model)
+        # SQLite off the event loop: a busy disk must not freeze the screen.
+        await asyncio.to_thread(self._save_user_message, text, reply.stats.model)
+        return reply
+
+    def _save_user_message(self, text: str, model: str) -> None:
         if self.conversation_id is None:
             self.conversation_id = self.conversations.create(
-                model=reply.stats.model, system_prompt=self.system_prompt
+                model=model, system_prompt=self.system_prompt
             )
         self.conversations.add_message(self.conversation_id, "user", text)
         self.history.append({"role": "user", "content": text})
-        return reply
 
     def finish(self, text: str, stats: ReplyStats) -> None:
         """Save a reply (complete or stopped part-way) with its figures."""

@@ -1,6 +1,6 @@
 """The processes behind jobs: the runner's command line, the host's GPUs for the queue,
-whether a recorded pid still runs a job, signalling a job's process group, starting the queue
-keeper, and writing files atomically.
+whether a recorded pid still runs a job, signalling a job's process group and starting the queue
+keeper.
 
 The GPUs a child sees come from the user's CUDA_VISIBLE_DEVICES as captured at start-up
 (`gpu_scope`), never from whatever os.environ holds at the moment: an engine being started
@@ -14,7 +14,6 @@ import fcntl
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,18 +161,3 @@ def start_keeper(paths: Paths, jobs_per_device: int, scope: GpuScope | None = No
     command += ["--jobs-per-gpu", str(jobs_per_device)]
     _detached(command, paths.queue_log, "", None, (scope or startup_scope()).base_env())
     return True
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file so readers see the old content or the new, never half of it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
