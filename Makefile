@@ -35,8 +35,11 @@ endif
 bench: setup
 	$(BIN)/python bench/first_frame.py
 
+# Style, formatting and the layering contracts in pyproject.toml's [tool.importlinter].
 lint: setup
 	$(BIN)/ruff check sage_tui tests bench
+	$(BIN)/ruff format --check sage_tui tests bench
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) .cache

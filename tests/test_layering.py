@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 
 import sage_tui
@@ -31,6 +32,17 @@ def test_core_imports_no_ui_and_nothing_heavy() -> None:
     assert "sage_tui.core.store" in core and "sage_tui.core.models.registry" in core
     loaded = modules_after_import(*core)
     assert loaded.isdisjoint({"textual", "rich", *HEAVY}), loaded & {"textual", "rich", *HEAVY}
+
+
+def test_import_contracts_hold() -> None:
+    """pyproject's [tool.importlinter] contracts (the layers, who may import the UI) are kept."""
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    if not lint_imports.exists():
+        pytest.skip(f"{lint_imports} is missing: install the dev extra (import-linter)")
+    out = subprocess.run(
+        [str(lint_imports), "--no-cache", "--no-logo"], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_cli_and_app_modules_import_nothing_heavy() -> None:
