@@ -24,6 +24,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+# GpuSample, GpuProcess and NVML_VALUE_NOT_AVAILABLE are read from here by callers.
+from sage_tui.core.nvml_read import (
+    NVML_VALUE_NOT_AVAILABLE,
+    GpuProcess,
+    GpuSample,
+    is_no_driver,
+    nvml_error,
+    sample_gpu,
+)
+
 if TYPE_CHECKING:
     # typing.Self is 3.11+; only type checkers read this import.
     from typing_extensions import Self
@@ -39,43 +49,11 @@ __all__ = [
     "format_bytes",
 ]
 
-NVML_VALUE_NOT_AVAILABLE = 2**64 - 1
-"""NVML's "not available" marker for unsigned long long fields (``(unsigned long long)-1``)."""
 
 _KIB = 1024
 _MIB = 1024**2
 _GIB = 1024**3
 _TIB = 1024**4
-
-
-@dataclass(frozen=True)
-class GpuProcess:
-    """One process holding memory on a GPU."""
-
-    pid: int
-    used_bytes: int | None
-    """GPU memory the process holds; None when NVML does not report it."""
-    name: str
-    """Process name from psutil; "" when unknown or the process is gone."""
-
-
-@dataclass(frozen=True)
-class GpuSample:
-    """Figures for one GPU at one moment."""
-
-    index: int
-    name: str
-    memory_used: int
-    memory_total: int
-    memory_free: int
-    utilization: int | None
-    """GPU utilisation in percent; None when the device does not support it."""
-    processes: tuple[GpuProcess, ...]
-    """Largest memory holder first; processes with unknown memory last."""
-    uuid: str = ""
-    """NVML's UUID ("GPU-8f0b..."), matched against CUDA_VISIBLE_DEVICES; "" when unknown."""
-    mig_uuids: tuple[str, ...] = ()
-    """UUIDs of the MIG instances on this GPU ("MIG-..."); empty when MIG is off."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +151,7 @@ class ResourceMonitor:
             if self._initialised and self._nvml is not None:
                 try:
                     self._nvml.nvmlShutdown()
-                except _nvml_error(self._nvml):
+                except nvml_error(self._nvml):
                     # A lost GPU or a driver gone away can fail shutdown; there is
                     # nothing left to release and closing must not raise.
                     pass
@@ -218,8 +196,8 @@ class ResourceMonitor:
         nvml = self._nvml
         try:
             nvml.nvmlInit()
-        except _nvml_error(nvml) as err:
-            if _is_no_driver(nvml, err):
+        except nvml_error(nvml) as err:
+            if is_no_driver(nvml, err):
                 self._no_gpu_reason = "no NVIDIA driver found"
                 self._gpu_error = self._gpus_may_be_there(self._no_gpu_reason)
             else:
@@ -243,7 +221,7 @@ class ResourceMonitor:
         if not self._initialised:
             return (), self._no_gpu_reason, self._gpu_error, ()
         nvml = self._nvml
-        error = _nvml_error(nvml)
+        error = nvml_error(nvml)
         try:
             count = int(nvml.nvmlDeviceGetCount())
         except error as err:
@@ -257,7 +235,7 @@ class ResourceMonitor:
         unread: list[int] = []
         for index in range(count):
             try:
-                gpus.append(_sample_one(nvml, index))
+                gpus.append(sample_gpu(nvml, index))
             except error as err:
                 # One lost or wedged GPU must not hide the others.
                 failures.append(f"GPU {index}: {err}")
@@ -266,133 +244,6 @@ class ResourceMonitor:
             return tuple(gpus), None, None, tuple(unread)
         reason = "NVML could not read any GPU (" + "; ".join(failures) + ")"
         return (), reason, reason, tuple(unread)
-
-
-def _nvml_error(nvml: Any) -> type[BaseException]:
-    """The library's base error class; a stand-in without one gets plain Exception."""
-    return getattr(nvml, "NVMLError", Exception)
-
-
-def _is_no_driver(nvml: Any, err: BaseException) -> bool:
-    # DriverNotLoaded is the same situation for the user as a missing library:
-    # libnvidia-ml is present (e.g. in a container image) but no kernel driver is.
-    for name in ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded"):
-        cls = getattr(nvml, name, None)
-        if isinstance(cls, type) and isinstance(err, cls):
-            return True
-    return False
-
-
-def _text(value: Any) -> str:
-    # Older nvidia-ml-py releases return strings as bytes.
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _uuid(nvml: Any, handle: Any) -> str:
-    try:
-        return _text(nvml.nvmlDeviceGetUUID(handle))
-    except (_nvml_error(nvml), AttributeError):
-        return ""  # the GPU's figures still stand; only UUID entries cannot name it
-
-
-def _mig_uuids(nvml: Any, handle: Any) -> tuple[str, ...]:
-    """UUIDs of the MIG instances on a GPU with MIG mode on; () on any error."""
-    try:
-        current, _pending = nvml.nvmlDeviceGetMigMode(handle)
-        if not current:
-            return ()
-        slots = int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))
-    except (_nvml_error(nvml), AttributeError, TypeError, ValueError):
-        return ()  # not a MIG-capable GPU, or an old library
-    uuids: list[str] = []
-    for slot in range(slots):
-        try:
-            instance = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
-        except _nvml_error(nvml):
-            continue  # an empty slot
-        uuid = _uuid(nvml, instance)
-        if uuid:
-            uuids.append(uuid)
-    return tuple(uuids)
-
-
-def _sample_one(nvml: Any, index: int) -> GpuSample:
-    """Read one GPU; NVML errors from the core figures propagate to the caller."""
-    error = _nvml_error(nvml)
-    handle = nvml.nvmlDeviceGetHandleByIndex(index)
-    name = _text(nvml.nvmlDeviceGetName(handle))
-    memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-
-    utilization: int | None
-    try:
-        utilization = int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-    except error:
-        # Not supported on some devices (e.g. MIG instances, some vGPUs).
-        utilization = None
-
-    return GpuSample(
-        index=index,
-        name=str(name),
-        memory_used=int(memory.used),
-        memory_total=int(memory.total),
-        memory_free=int(memory.free),
-        utilization=utilization,
-        processes=_processes(nvml, handle),
-        uuid=_uuid(nvml, handle),
-        mig_uuids=_mig_uuids(nvml, handle),
-    )
-
-
-def _processes(nvml: Any, handle: Any) -> tuple[GpuProcess, ...]:
-    error = _nvml_error(nvml)
-    used_by_pid: dict[int, int | None] = {}
-    getters = ["nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"]
-    for getter_name in getters:
-        getter = getattr(nvml, getter_name, None)
-        if getter is None:
-            continue
-        try:
-            infos = getter(handle)
-        except error:
-            # Process lists are extra detail; the memory figures still stand.
-            continue
-        for info in infos:
-            pid = int(info.pid)
-            used = _known_bytes(getattr(info, "usedGpuMemory", None))
-            if pid not in used_by_pid:
-                used_by_pid[pid] = used
-            elif used is not None:
-                # A process with both a compute and a graphics context is listed
-                # twice with its whole footprint each time: adding would double it.
-                previous = used_by_pid[pid]
-                used_by_pid[pid] = used if previous is None else max(previous, used)
-
-    processes = [
-        GpuProcess(pid=pid, used_bytes=used, name=_process_name(pid))
-        for pid, used in used_by_pid.items()
-    ]
-    processes.sort(key=lambda p: (p.used_bytes is None, -(p.used_bytes or 0), p.pid))
-    return tuple(processes)
-
-
-def _known_bytes(value: Any) -> int | None:
-    if value is None:
-        return None
-    value = int(value)
-    if value == NVML_VALUE_NOT_AVAILABLE:
-        return None
-    return value
-
-
-def _process_name(pid: int) -> str:
-    import psutil
-
-    try:
-        return psutil.Process(pid).name()
-    except (psutil.Error, OSError):
-        # Gone between the NVML call and now, not ours to inspect, or a PID from
-        # another PID namespace (NVML reports host PIDs inside containers).
-        return ""
 
 
 def _host_figures() -> tuple[float, int, int, int]:

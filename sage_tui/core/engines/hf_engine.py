@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,93 +28,8 @@ from sage_tui.core.engines.base import (
     Message,
     Sampling,
 )
-
-_Post = Callable[[tuple[str, Any]], None]
-"""Hands one event ("delta" or "error", payload) from the generation thread to the loop."""
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of an exception's message, so errors fit one line of the UI."""
-    lines = str(exc).strip().splitlines()
-    return lines[0].strip() if lines and lines[0].strip() else type(exc).__name__
-
-
-@functools.cache
-def _helper_classes() -> tuple[type, type]:
-    """The streamer and stopping-criterion classes, built on first use.
-
-    They subclass transformers classes, so defining them at module level would import
-    transformers with the core.
-    """
-    import torch
-    from transformers import StoppingCriteria
-    from transformers.generation.streamers import BaseStreamer
-
-    class DeltaStreamer(BaseStreamer):
-        """Receives token ids from generate(), decodes them incrementally and posts Deltas.
-
-        Counting here rather than re-tokenizing the text keeps token counts exact: a token may
-        decode to no text (EOS, half a UTF-8 character) and still be counted.
-        """
-
-        def __init__(self, tokenizer: Any, post: _Post) -> None:
-            self.tokenizer = tokenizer
-            self.post = post
-            self.ids: list[int] = []
-            self.sent_text = ""
-            self.pending_tokens = 0
-            self.prompt_seen = False
-
-        def put(self, value: Any) -> None:
-            # generate() first hands over the whole prompt; it is not part of the reply.
-            if not self.prompt_seen:
-                self.prompt_seen = True
-                return
-            new = [int(t) for t in value.reshape(-1).tolist()]
-            self.ids.extend(new)
-            self.pending_tokens += len(new)
-            text = self._decoded()
-            # A trailing U+FFFD is usually a multi-byte character split across tokens: wait for
-            # the rest rather than showing a replacement character that later changes.
-            if text.endswith("\ufffd") or len(text) <= len(self.sent_text):
-                return
-            if not text.startswith(self.sent_text):
-                # Re-decoding changed earlier text (rare tokenizer merges); hold until the end.
-                return
-            self.post(("delta", Delta(text[len(self.sent_text) :], self.pending_tokens)))
-            self.sent_text = text
-            self.pending_tokens = 0
-
-        def end(self) -> None:
-            # The final Delta needs the finish reason, which only the caller of generate() knows.
-            pass
-
-        def finish(self, reason: str) -> None:
-            """Post the last Delta: leftover text and tokens, and why the reply ended."""
-            text = self._decoded()
-            rest = text[len(self.sent_text) :] if text.startswith(self.sent_text) else ""
-            self.post(("delta", Delta(rest, self.pending_tokens, reason)))
-            self.sent_text = text
-            self.pending_tokens = 0
-
-        def _decoded(self) -> str:
-            return self.tokenizer.decode(self.ids, skip_special_tokens=True)
-
-    class StopOnEvent(StoppingCriteria):
-        """Ends generation once `event` is set (abort, consumer gone, shutdown)."""
-
-        def __init__(self, event: threading.Event) -> None:
-            self.event = event
-            self.fired = False
-
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            stop = self.event.is_set()
-            self.fired = self.fired or stop
-            return torch.full(
-                (input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device
-            )
-
-    return DeltaStreamer, StopOnEvent
+from sage_tui.core.engines.hf_streaming import Post, helper_classes
+from sage_tui.errors import one_line
 
 
 class TransformersEngine(Engine):
@@ -176,7 +90,7 @@ class TransformersEngine(Engine):
             model.eval()
         except Exception as exc:
             raise EngineError(
-                f"cannot load {self.config.model_name} from {path}: {_reason(exc)}"
+                f"cannot load {self.config.model_name} from {path}: {one_line(exc)}"
             ) from exc
         # Chat models often end a turn with a token other than the tokenizer's EOS (or the
         # other way round); stopping on either matches what vLLM does with generation_config.
@@ -203,7 +117,9 @@ class TransformersEngine(Engine):
                 list(messages), add_generation_prompt=True, tokenize=True
             )
         except Exception as exc:
-            raise EngineError(f"chat template of {self.config.model_name}: {_reason(exc)}") from exc
+            raise EngineError(
+                f"chat template of {self.config.model_name}: {one_line(exc)}"
+            ) from exc
         # transformers 5 returns a BatchEncoding; older versions a plain list.
         if not isinstance(out, list) and hasattr(out, "keys") and "input_ids" in out:
             out = out["input_ids"]
@@ -276,7 +192,7 @@ class TransformersEngine(Engine):
         sampling: Sampling,
         adapter: Adapter | None,
         stop: threading.Event,
-        post: _Post,
+        post: Post,
     ) -> None:
         """Body of the generation thread: waits its turn, then runs generate() to the end."""
         try:
@@ -291,7 +207,7 @@ class TransformersEngine(Engine):
         except EngineError as exc:
             post(("error", str(exc)))
         except Exception as exc:
-            post(("error", f"generation failed: {_reason(exc)}"))
+            post(("error", f"generation failed: {one_line(exc)}"))
 
     def _run(
         self,
@@ -299,7 +215,7 @@ class TransformersEngine(Engine):
         sampling: Sampling,
         adapter: Adapter | None,
         stop: threading.Event,
-        post: _Post,
+        post: Post,
     ) -> None:
         import torch
         from transformers import StoppingCriteriaList
@@ -316,7 +232,7 @@ class TransformersEngine(Engine):
         max_new = min(sampling.max_tokens, room)
         self._activate(adapter)
 
-        streamer_cls, stop_cls = _helper_classes()
+        streamer_cls, stop_cls = helper_classes()
         streamer = streamer_cls(tokenizer, post)
         stopper = stop_cls(stop)
         input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self._device)
@@ -386,7 +302,7 @@ class TransformersEngine(Engine):
                 with contextlib.suppress(Exception):
                     model.delete_adapter(name)
             raise EngineError(
-                f"cannot load adapter {adapter.name} from {adapter.path}: {_reason(exc)}"
+                f"cannot load adapter {adapter.name} from {adapter.path}: {one_line(exc)}"
             ) from exc
         self._loaded[name] = adapter.path
 

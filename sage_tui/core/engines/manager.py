@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sage_tui.core.engines.adapter_ids import AdapterIds
 from sage_tui.core.engines.base import (
     Adapter,
     Delta,
@@ -32,9 +33,9 @@ from sage_tui.core.engines.base import (
 )
 from sage_tui.core.engines.context import fit_context
 from sage_tui.core.engines.kinds import default_engine_factory, resolve_engine_kind
+from sage_tui.core.engines.memory_return import wait_for_memory_return
 from sage_tui.core.engines.plan import Hardware, ModelShape, plan_engine
 from sage_tui.core.engines.reply import Reply, ReplyStats
-from sage_tui.core.models.adapters import read_adapter
 from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.store import ModelRecord
 from sage_tui.errors import ModelError, SageError, one_line
@@ -95,8 +96,7 @@ class EngineManager:
         self._base: ModelRecord | None = None
         self._lock = asyncio.Lock()
         self._replies: dict[str, Engine] = {}
-        self._lora_ids: dict[tuple[str, int], int] = {}
-        self._next_lora_id = itertools.count(1)
+        self._adapters = AdapterIds()
         self._request_ids = itertools.count(1)
         self.loads = 0
         """How many times an engine was built (tests and benchmarks read it)."""
@@ -154,7 +154,7 @@ class EngineManager:
     async def _ensure_base(self, base: ModelRecord, wanted: ModelRecord) -> bool:
         """Have an engine for `base` able to serve `wanted`; True if one was (re)built."""
         _check_folder(base)
-        rank = self._adapter(wanted).rank if wanted.kind == "adapter" else 0
+        rank = self._adapters.adapter(wanted).rank if wanted.kind == "adapter" else 0
         running = self._engine
         if (
             running is not None
@@ -243,28 +243,14 @@ class EngineManager:
         before = await asyncio.to_thread(self._hardware) if engine.config.gpu_indices else None
         await engine.shutdown()
         if before is not None:
-            await self._wait_for_memory(engine.config.gpu_indices, before)
-
-    async def _wait_for_memory(self, indices: Sequence[int], before: Hardware) -> None:
-        """Wait until the GPUs the engine used show its memory as free again."""
-        held = {g.index: g.total - g.free for g in before.gpus if g.index in indices}
-        deadline = time.monotonic() + MEMORY_RETURN_SECONDS
-        while True:
-            now = await asyncio.to_thread(self._hardware)
-            still = {
-                g.index: g.total - g.free
-                for g in now.gpus
-                if g.index in held and held[g.index] - (g.total - g.free) < MEMORY_RETURN_TOLERANCE
-            }
-            if not still:
-                return
-            if time.monotonic() > deadline:
-                self.on_status(
-                    "GPU memory did not come back after stopping the engine on GPU "
-                    + ", ".join(map(str, sorted(still)))
-                )
-                return
-            await asyncio.sleep(0.5)
+            await wait_for_memory_return(
+                self._hardware,
+                engine.config.gpu_indices,
+                before,
+                seconds=MEMORY_RETURN_SECONDS,
+                tolerance=MEMORY_RETURN_TOLERANCE,
+                on_status=self.on_status,
+            )
 
     async def shutdown(self) -> None:
         """Stop the engine (the app is exiting)."""
@@ -327,7 +313,7 @@ class EngineManager:
                     f"adapter {record.name} belongs to {record.base_model}, but the engine runs"
                     f" {base.name}: switch to {record.name} to load its base"
                 )
-            adapter = self._adapter(record)
+            adapter = self._adapters.adapter(record)
             if adapter.rank > engine.config.max_lora_rank:
                 raise ModelError(
                     f"adapter {record.name} has rank {adapter.rank}, above the engine's"
@@ -393,20 +379,6 @@ class EngineManager:
         engine = self._replies.get(request_id)
         if engine is not None:
             await engine.abort(request_id)
-
-    def _adapter(self, record: ModelRecord) -> Adapter:
-        if not Path(record.path).is_dir():
-            raise ModelError(
-                f"the folder of {record.name} ({record.path}) no longer exists:"
-                " re-register it or remove it on the Models screen"
-            )
-        info = read_adapter(Path(record.path))
-        # A new id whenever the weights change: vLLM caches by id, and a re-trained adapter
-        # under an old id would serve stale prefix-cache entries.
-        key = (record.path, info.weights_mtime_ns)
-        if key not in self._lora_ids:
-            self._lora_ids[key] = next(self._next_lora_id)
-        return Adapter(record.name, record.path, info.rank, self._lora_ids[key])
 
 
 def _check_folder(record: ModelRecord) -> None:
