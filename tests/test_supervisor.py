@@ -15,13 +15,10 @@ from pathlib import Path
 import pytest
 
 from sage_tui.core.store import Store
+from sage_tui.core.training.jobs import STATUSES
+from sage_tui.core.training.processes import default_runner_command
 from sage_tui.core.training.spec import JobSpec
-from sage_tui.core.training.supervisor import (
-    STATUSES,
-    JobError,
-    Supervisor,
-    default_runner_command,
-)
+from sage_tui.core.training.supervisor import JobError, Supervisor
 from sage_tui.paths import Paths
 from tests.support.supervising import (
     FAKE_RUNNER,

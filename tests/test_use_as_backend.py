@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from sage_tui.core.training.supervisor import Supervisor
 from sage_tui.services import open_services
 from sage_tui.ui.app import SageApp
 from sage_tui.ui.modals.use_backend import UseBackendModal
@@ -29,13 +28,16 @@ async def test_use_as_backend_then_chat_answers_with_the_adapter(
 ) -> None:
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(SageApp, "JOB_POLL_SECONDS", 0.2)
-    services = open_services(settings.with_changes(engine="transformers"))
+    services = open_services(
+        settings.with_changes(engine="transformers"),
+        monitor=FakeMonitor(no_gpu_snapshot()),
+        runner_command=fake_command,
+    )
     services.settings.paths.model_dir(BUILTIN).symlink_to(builtin_model_dir)
     services.registry.pull(BUILTIN)
-    supervisor = Supervisor(services.store, services.settings.paths, runner_command=fake_command)
-    app = SageApp(services, FakeMonitor(no_gpu_snapshot()), supervisor=supervisor)
+    app = SageApp(services)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(lambda: app.engine_state == "ready")
+        await until(lambda: app.engine.ready)
         loads = services.engines.loads
         await pilot.press("f1")
         await until(lambda: app.screen.bases)
@@ -52,7 +54,7 @@ async def test_use_as_backend_then_chat_answers_with_the_adapter(
         await until(lambda: isinstance(app.screen, UseBackendModal))
         await pilot.press("enter")
         await until(lambda: app.active_model == "sage-finetuned-secret")
-        await until(lambda: app.engine_state == "ready")
+        await until(lambda: app.engine.ready)
         assert services.engines.loads == loads  # an adapter of the loaded base: no reload
 
         await pilot.press("f3")

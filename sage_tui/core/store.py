@@ -156,6 +156,11 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one read-only statement (under the connection's lock)."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
     def close(self) -> None:
         """Close the connection."""
         with self._lock:

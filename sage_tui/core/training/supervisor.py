@@ -15,8 +15,8 @@ that the process's command line names the job's folder. Whenever it leaves a job
 starts the queue keeper (`training.keeper`) unless one runs, so queued jobs start even after
 the TUI or the command that queued them has exited.
 
-What a job is and how its events read live in `jobs.py`; processes, pids and signals in
-`processes.py`; where a job runs in `placement.py`.
+What a job is lives in `jobs.py`, its folder in `job_folder.py`, its row in `job_rows.py`;
+processes, pids and signals in `processes.py`; where a job runs in `placement.py`.
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ from typing import Any
 from sage_tui.core.store import Store
 from sage_tui.core.training.events import Event, read_events
 from sage_tui.core.training.job_folder import LOG_FILE, JobFolder
+from sage_tui.core.training.job_rows import JobError, JobRows, settle_in
 from sage_tui.core.training.jobs import (
-    ENDED,
     RESUMABLE,
-    STATUSES,
     EventFollower,
     Job,
     JobStatus,
@@ -58,26 +57,12 @@ from sage_tui.core.training.processes import (
     start_keeper,
 )
 from sage_tui.core.training.spec import JobSpec
-from sage_tui.errors import SageError
 from sage_tui.paths import Paths
 
-__all__ = [
-    "ENDED",
-    "LOG_FILE",
-    "RESUMABLE",
-    "STATUSES",
-    "Job",
-    "JobError",
-    "JobStatus",
-    "Supervisor",
-]
+__all__ = ["Job", "JobError", "JobStatus", "Supervisor"]
 
 RunnerCommand = Callable[[Path, bool], list[str]]
 DeviceProbe = Callable[[], Sequence[Device]]
-
-
-class JobError(SageError):
-    """A fine-tuning job that does not exist or cannot do what was asked."""
 
 
 class Supervisor:
@@ -100,6 +85,7 @@ class Supervisor:
         if jobs_per_device < 1:
             raise ValueError("jobs_per_device must be at least 1")
         self.store = store
+        self._table = JobRows(store)
         self.paths = paths
         self.runner_command: RunnerCommand = runner_command or default_runner_command
         self.jobs_per_device = jobs_per_device
@@ -127,7 +113,7 @@ class Supervisor:
                 raise JobError(f"job {spec.task_id}: {err}") from None
         job_dir = self.paths.job_dir(spec.task_id)
         with self._lock:
-            if self._row(spec.task_id) is not None:
+            if self._table.find(spec.task_id) is not None:
                 raise JobError(f"a job named {spec.task_id} already exists: pick another task id")
             job_dir.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -139,7 +125,7 @@ class Supervisor:
                 ) from None
             try:
                 JobFolder(job_dir).write_spec(spec)
-                self._insert(spec, job_dir)
+                self._table.insert(spec, str(job_dir))
             except sqlite3.IntegrityError:
                 shutil.rmtree(job_dir, ignore_errors=True)
                 raise JobError(
@@ -158,7 +144,7 @@ class Supervisor:
         frees (from its checkpoint when it has one). JobError when it cannot start at all.
         """
         with self._lock:
-            row = self._require(task_id)
+            row = self._table.require(task_id)
             status = row["status"]
             if status == "running":
                 raise JobError(f"job {task_id} is already running")
@@ -204,24 +190,20 @@ class Supervisor:
     def get(self, task_id: str) -> Job:
         """One job, with progress from its events; JobError if there is none by that id."""
         with self._lock:
-            return self._job(self._require(task_id))
+            return self._job(self._table.require(task_id))
 
     def list(self) -> list[Job]:
         """Every job, newest first."""
         with self._lock:
-            with self.store._lock:
-                rows = self.store._db.execute(
-                    "SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC"
-                ).fetchall()
-            return [self._job(row) for row in rows]
+            return [self._job(row) for row in self._table.all()]
 
     def queued(self) -> list[str]:
         """Ids of the queued jobs, oldest first."""
-        return [row["id"] for row in self._rows("queued", oldest_first=True)]
+        return [row["id"] for row in self._table.with_status("queued", oldest_first=True)]
 
     def events(self, task_id: str, offset: int = 0) -> tuple[list[Event], int]:
         """Complete events of a job from byte `offset` on, and the offset to read next."""
-        row = self._require(task_id)
+        row = self._table.require(task_id)
         return read_events(Path(row["output_dir"]), offset)
 
     def last_checkpoint(self, task_id: str) -> Path | None:
@@ -237,13 +219,13 @@ class Supervisor:
         """
         changed: list[Job] = []
         with self._lock:
-            for row in self._rows("running"):
+            for row in self._table.with_status("running"):
                 job = self._check(row)
                 if job is not None:
                     changed.append(job)
             changed += [self.get(task_id) for task_id in self._start_queued()]
             # Reap children whose job another process settled, so none stays a zombie.
-            running = {row["id"] for row in self._rows("running")}
+            running = {row["id"] for row in self._table.with_status("running")}
             for task_id, proc in list(self._procs.items()):
                 if task_id not in running and proc.poll() is not None:
                     self._procs.pop(task_id)
@@ -264,7 +246,7 @@ class Supervisor:
         reported that it stopped, else interrupted. An ended job is returned as it is.
         """
         with self._lock:
-            row = self._require(task_id)
+            row = self._table.require(task_id)
             if row["status"] == "queued":
                 with self.store.transaction() as db:
                     db.execute(
@@ -288,14 +270,13 @@ class Supervisor:
     def delete(self, task_id: str) -> None:
         """Remove a job's folder and its record; a running job must be cancelled first."""
         with self._lock:
-            row = self._require(task_id)
+            row = self._table.require(task_id)
             if row["status"] == "running":
                 self._check(row)
-                row = self._require(task_id)
+                row = self._table.require(task_id)
             if row["status"] == "running":
                 raise JobError(f"job {task_id} is running: cancel it before deleting it")
-            with self.store.transaction() as db:
-                db.execute("DELETE FROM jobs WHERE id = ?", (task_id,))
+            self._table.delete(task_id)
             self._follow.pop(task_id, None)
             self._procs.pop(task_id, None)
         shutil.rmtree(self.paths.job_dir(task_id), ignore_errors=True)
@@ -308,7 +289,7 @@ class Supervisor:
         Returns the ids of the jobs started, or failed because they can never start here. A
         job that has to wait does not hold back a later one that fits elsewhere.
         """
-        if not self._rows("queued"):
+        if not self._table.with_status("queued"):
             return []
         from sage_tui.core.gpu_scope import GpusUnreadable
 
@@ -319,7 +300,7 @@ class Supervisor:
             with self.store.transaction() as db:
                 db.execute("UPDATE jobs SET error = ? WHERE status = 'queued'", (str(err),))
             return []
-        if any(row["error"] for row in self._rows("queued")):
+        if any(row["error"] for row in self._table.with_status("queued")):
             # The GPUs can be read again: a job still waiting (for a busy GPU) must not show
             # the old reason.
             with self.store.transaction() as db:
@@ -343,7 +324,7 @@ class Supervisor:
                     try:
                         gpus = place(pinned, devices, held, self.jobs_per_device)
                     except PlacementError as err:
-                        _settle_in(db, task_id, "failed", str(err))
+                        settle_in(db, task_id, "failed", str(err))
                         touched.append(task_id)
                         continue
                     if gpus is None:
@@ -372,7 +353,7 @@ class Supervisor:
             proc = spawn_runner(command, job_dir, job_dir / LOG_FILE, header, gpus)
         except OSError as err:
             reason = f"cannot start the training process: {err.strerror or err}"
-            _settle_in(db, task_id, "failed", reason)
+            settle_in(db, task_id, "failed", reason)
             return
         try:
             db.execute(
@@ -401,13 +382,9 @@ class Supervisor:
         if terminal is not None and row["started_at"] and terminal.time < row["started_at"]:
             terminal = None  # from an earlier run of this job, before a resume
         status, error = outcome(terminal, code)
-        self._settle(task_id, status, error)
+        self._table.settle(task_id, status, error)
         JobFolder(job_dir).clear_stop()
         return self.get(task_id)
-
-    def _settle(self, task_id: str, status: str, error: str | None) -> None:
-        with self.store.transaction() as db:
-            _settle_in(db, task_id, status, error)
 
     def _liveness(self, task_id: str, pid: int | None, job_dir: Path) -> tuple[bool, int | None]:
         """(alive, exit code if known). Our own child is reaped through its Popen."""
@@ -442,43 +419,3 @@ class Supervisor:
 
     def _job(self, row: Any) -> Job:
         return job_from_row(row, self._catch_up(row["id"], Path(row["output_dir"])))
-
-    def _insert(self, spec: JobSpec, job_dir: Path) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "INSERT INTO jobs (id, base_model, dataset, status, spec, output_dir,"
-                " created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-                (
-                    spec.task_id,
-                    spec.base_model,
-                    spec.dataset,
-                    spec.to_json(),
-                    str(job_dir),
-                    time.time(),
-                ),
-            )
-
-    def _row(self, task_id: str) -> Any:
-        with self.store._lock:
-            return self.store._db.execute("SELECT * FROM jobs WHERE id = ?", (task_id,)).fetchone()
-
-    def _require(self, task_id: str) -> Any:
-        row = self._row(task_id)
-        if row is None:
-            raise JobError(f"no fine-tuning job named {task_id}")
-        return row
-
-    def _rows(self, status: str, *, oldest_first: bool = False) -> list[Any]:
-        order = "ASC" if oldest_first else "DESC"
-        with self.store._lock:
-            return self.store._db.execute(
-                f"SELECT * FROM jobs WHERE status = ? ORDER BY created_at {order}, rowid {order}",
-                (status,),
-            ).fetchall()
-
-
-def _settle_in(db: sqlite3.Connection, task_id: str, status: str, error: str | None) -> None:
-    db.execute(
-        "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
-        (status, error, time.time(), task_id),
-    )

@@ -1,0 +1,83 @@
+"""The `jobs` table: what the supervisor reads and writes there, in one place.
+
+The table holds what was asked (the spec), the status, the pid and placement of the running
+process and why a job failed or waits; progress lives in each job's events, not here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from sage_tui.core.store import Store
+from sage_tui.core.training.spec import JobSpec
+from sage_tui.errors import SageError
+
+
+class JobError(SageError):
+    """A fine-tuning job that does not exist or cannot do what was asked."""
+
+
+class JobRows:
+    """Reads and writes of the `jobs` table."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def insert(self, spec: JobSpec, output_dir: str) -> None:
+        """Record a new job as queued."""
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, base_model, dataset, status, spec, output_dir,"
+                " created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+                (
+                    spec.task_id,
+                    spec.base_model,
+                    spec.dataset,
+                    spec.to_json(),
+                    output_dir,
+                    time.time(),
+                ),
+            )
+
+    def find(self, task_id: str) -> Any:
+        """The job's row, or None."""
+        rows = self.store.query("SELECT * FROM jobs WHERE id = ?", (task_id,))
+        return rows[0] if rows else None
+
+    def require(self, task_id: str) -> Any:
+        """The job's row; JobError when there is no such job."""
+        row = self.find(task_id)
+        if row is None:
+            raise JobError(f"no fine-tuning job named {task_id}")
+        return row
+
+    def with_status(self, status: str, *, oldest_first: bool = False) -> list[Any]:
+        """Rows of the jobs in `status`, newest first (or oldest first)."""
+        order = "ASC" if oldest_first else "DESC"
+        return self.store.query(
+            f"SELECT * FROM jobs WHERE status = ? ORDER BY created_at {order}, rowid {order}",
+            (status,),
+        )
+
+    def all(self) -> list[Any]:
+        """Every job's row, newest first."""
+        return self.store.query("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC")
+
+    def settle(self, task_id: str, status: str, error: str | None) -> None:
+        """Record how a job ended (or why it failed to start)."""
+        with self.store.transaction() as db:
+            settle_in(db, task_id, status, error)
+
+    def delete(self, task_id: str) -> None:
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM jobs WHERE id = ?", (task_id,))
+
+
+def settle_in(db: sqlite3.Connection, task_id: str, status: str, error: str | None) -> None:
+    """`JobRows.settle` inside a transaction the caller holds."""
+    db.execute(
+        "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
+        (status, error, time.time(), task_id),
+    )
