@@ -147,3 +147,17 @@ async def test_a_failing_provision_is_shown_and_the_app_keeps_working(settings) 
         assert any("unknown built-in model 'no-such-model'" in note for note in notes), notes
         await pilot.press("f2")
         assert app.current_mode == "models"
+
+
+async def test_unreadable_gpus_are_not_shown_as_no_gpu(services: Services) -> None:
+    from dataclasses import replace
+
+    services.monitor.snapshot = replace(
+        no_gpu_snapshot(), no_gpu_reason=None, gpu_error="NVML failed to start: Unknown Error"
+    )
+    app = SageApp(services)
+    async with app.run_test(size=(160, 30)):
+        await settle(app)
+        resources = status_text(app, "resources")
+        assert "GPUs unreadable: NVML failed to start: Unknown Error" in resources
+        assert "no GPU" not in resources

@@ -366,6 +366,15 @@ def test_unreadable_gpus_keep_jobs_queued_and_say_why(
     assert (job.status, job.gpus, job.error) == ("completed", (0,), None)
 
 
+def test_a_pinned_job_waits_too_while_the_gpus_cannot_be_read(
+    user_env, host, store, paths, spec_for
+) -> None:
+    user_env(None)
+    host.init_error = NVMLError("Unknown Error")
+    job = queue(store, paths, {}).submit(spec_for("pinned").with_changes(gpus=[2]))
+    assert job.status == "queued" and "NVML failed to start: Unknown Error" in job.error
+
+
 def test_a_lost_visible_gpu_is_not_the_cpu(user_env, host, store, paths, spec_for) -> None:
     user_env("1")
     host.gpus[1].lost = True

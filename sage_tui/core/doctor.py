@@ -94,6 +94,15 @@ def run_checks(settings: Settings, monitor: ResourceMonitor | None = None) -> li
                     f" {format_bytes(gpu.memory_total)}",
                 )
             )
+    elif snap.gpu_error:
+        checks.append(
+            Check(
+                "GPU",
+                False,
+                f"this machine has GPUs that cannot be read: {snap.gpu_error}"
+                " (queued jobs wait and the engine does not start until NVML answers)",
+            )
+        )
     else:
         checks.append(
             Check(

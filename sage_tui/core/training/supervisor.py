@@ -103,14 +103,19 @@ class Supervisor:
     def create(self, spec: JobSpec) -> Job:
         """Check the spec, make the job's folder with spec.json and record the job as queued.
 
-        A job pinned to a GPU this host does not have is refused here, before anything exists.
+        A job pinned to a GPU this host does not have is refused here, before anything exists;
+        while the GPUs cannot be read at all, it is queued and waits (saying why).
         """
+        from sage_tui.core.gpu_scope import GpusUnreadable
+
         spec.check()
         if spec.gpus:
             try:
                 place(spec.gpus, list(self.devices()), [], self.jobs_per_device)
             except PlacementError as err:
                 raise JobError(f"job {spec.task_id}: {err}") from None
+            except GpusUnreadable:
+                pass  # the queue holds it with the reason until the GPUs read again
         job_dir = self.paths.job_dir(spec.task_id)
         with self._lock:
             if self._table.find(spec.task_id) is not None:

@@ -28,8 +28,14 @@ def describe_resources(snapshot: ResourceSnapshot | None) -> Text:
                 f"{format_bytes(gpu.memory_used)}/{format_bytes(gpu.memory_total)}", style=style
             )
             text.append(f" {util}  ")
+        if snapshot.gpu_error:
+            text.append(f"unread GPUs: {snapshot.gpu_error}", style="bold red")
         return text
-    text.append(f"no GPU: {snapshot.no_gpu_reason}  ", style="dim")
+    if snapshot.gpu_error:
+        # GPUs are there but cannot be read: not the same as a machine without GPUs.
+        text.append(f"GPUs unreadable: {snapshot.gpu_error}  ", style="bold red")
+    else:
+        text.append(f"no GPU: {snapshot.no_gpu_reason}  ", style="dim")
     text.append("CPU ", style="bold")
     text.append(f"{snapshot.cpu_percent:.0f}%  ")
     text.append("RAM ", style="bold")
