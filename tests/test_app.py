@@ -99,7 +99,9 @@ async def test_status_line_without_gpus_says_so_and_shows_cpu(services: Services
 
 async def test_resources_are_polled_repeatedly(settings) -> None:
     monitor = FakeMonitor(no_gpu_snapshot())
-    services = open_services(settings.with_changes(resource_poll_seconds=0.02), monitor=monitor)
+    services = open_services(
+        settings.with_changes(resource_poll_seconds=0.02, default_model=""), monitor=monitor
+    )
     app = SageApp(services)
     async with app.run_test():
         await asyncio.sleep(0.3)
