@@ -120,7 +120,7 @@ class EngineDesk:
         finally:
             self._loads_waiting -= 1
         if not self._loads_waiting:
-            self._set(EngineState.READY, model=self.active_model)
+            self._set(EngineState.READY, model=name)
         if switch:
             self._observers.publish(ActiveModelChanged(self.active_model))
             self._observers.publish(ModelsChanged())

@@ -7,8 +7,6 @@ base model is already loaded).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.store import ModelRecord
 from sage_tui.core.training.jobs import Job
@@ -26,6 +24,6 @@ def register_job_adapter(registry: ModelRegistry, job: Job) -> ModelRecord:
     """Register the adapter of a completed job (again, if it was retrained)."""
     if job.status != "completed":
         raise SageError(f"job {job.id} is {job.status}, not completed: nothing to use yet")
-    if not (Path(job.output_dir) / "adapter_model.safetensors").is_file():
+    if not job.folder.has_adapter():
         raise SageError(f"job {job.id} has no adapter in {job.output_dir}")
-    return registry.register_adapter(adapter_name(job.id), Path(job.output_dir), job.base_model)
+    return registry.register_adapter(adapter_name(job.id), job.folder.path, job.base_model)
