@@ -216,9 +216,7 @@ class JobDesk:
         """Create and start a job (it stays queued while others use every slot)."""
         if isinstance(prepared, JobRequest):
             prepared = self.prepare(prepared)
-        job = self.supervisor.submit(prepared.spec)
-        self.poll()
-        return job
+        return self.supervisor.submit(prepared.spec)
 
     # -- existing jobs ----------------------------------------------------------------------
 

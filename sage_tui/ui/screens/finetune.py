@@ -181,6 +181,7 @@ class FinetuneScreen(StudioScreen):
     def _submitted(self, job: Job) -> None:
         self.notify(f"Job {job.id} {job.status}.", markup=False)
         self.query_one(JobForm).clear_task_id()
+        self.app.refresh_jobs()
 
     # -- the job list and the selected job --------------------------------------------------
 
