@@ -22,6 +22,7 @@ from sage_tui.core.engines.base import (
     Message,
     Sampling,
 )
+from sage_tui.errors import one_line
 
 
 class VllmEngine(Engine):
@@ -42,7 +43,7 @@ class VllmEngine(Engine):
         except Exception as err:  # vLLM raises many kinds; the message is what matters
             raise EngineError(
                 f"vLLM could not load {self.config.model_name} from {self.config.model_path}:"
-                f" {_first_line(err)}"
+                f" {one_line(err, last=True)}"
             ) from err
 
     def _build(self) -> Any:
@@ -155,11 +156,6 @@ def child_environ(config: EngineConfig) -> dict[str, str]:
             map(str, config.gpu_indices)
         )
     return env
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[-1] if text else type(err).__name__
 
 
 def _exit_description(llm: Any) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sage_tui.core.training.job_folder import EVENTS_FILE
+from sage_tui.core.training.job_folder import JobFolder
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class EventWriter:
     """Appends events, one flushed line each, so a reader never sees half a line for long."""
 
     def __init__(self, job_dir: Path) -> None:
-        self.path = job_dir / EVENTS_FILE
+        self.path = JobFolder(job_dir).events_file
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115  closed in close()
 
     def write(self, kind: str, **data: Any) -> None:
@@ -50,7 +50,7 @@ def read_events(job_dir: Path, offset: int = 0) -> tuple[list[Event], int]:
 
     A line still being written (no newline yet) is left for the next call.
     """
-    path = job_dir / EVENTS_FILE
+    path = JobFolder(job_dir).events_file
     try:
         with open(path, "rb") as handle:
             handle.seek(offset)
