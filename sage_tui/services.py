@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sage_tui.config import Settings
+from sage_tui.core.cpu_share import runner_env
 from sage_tui.core.engines.kinds import default_engine_factory
 from sage_tui.core.engines.manager import EngineManager
 from sage_tui.core.engines.plan import hardware_from_snapshot
@@ -74,5 +75,7 @@ def open_services(
         runner_command=runner_command,
         jobs_per_device=settings.jobs_per_gpu,
         devices=devices if devices is not None else HostDevices(scope, monitor),
+        # On a CPU-only host a runner started while an engine serves gets its own cores.
+        runner_env=lambda gpus: runner_env(gpu=bool(gpus), engine=engines.engine_on_cpu),
     )
     return Services(settings, store, registry, monitor, engines, supervisor)

@@ -148,3 +148,50 @@ def test_the_runner_honours_its_share_before_training(monkeypatch, tmp_path: Pat
     finally:
         os.sched_setaffinity(0, before)
     assert seen == {"cpus": {core}, "threads": "1"}
+
+
+def test_the_studio_gives_runners_and_engine_their_cores(services, monkeypatch) -> None:
+    """Wired where children start: a runner spawned while a CPU engine serves gets the upper
+    cores, vLLM's EngineCore the lower ones; a GPU job or no engine: no restriction."""
+    from sage_tui.core.engines.base import EngineConfig
+    from sage_tui.core.engines.vllm_engine import child_environ
+
+    monkeypatch.delenv(cpu_share.TRAIN_CPUS_ENV, raising=False)
+    monkeypatch.delenv(cpu_share.VLLM_BIND_ENV, raising=False)
+    monkeypatch.setattr(cpu_share, "allowed_cpus", lambda: (0, 1, 2, 3))
+    engines, supervisor = services.engines, services.supervisor
+    assert supervisor.runner_env(()) == {}  # no engine runs
+    monkeypatch.setattr(type(engines), "engine_on_cpu", property(lambda self: True))
+    assert supervisor.runner_env(()) == {cpu_share.TRAIN_CPUS_ENV: "2-3"}
+    assert supervisor.runner_env((0,)) == {}  # a GPU job
+    cpu = EngineConfig("m", "/m", max_model_len=2048, max_lora_rank=16, cpu_kv_cache_gib=1)
+    assert child_environ(cpu)[cpu_share.VLLM_BIND_ENV] == "0-1"
+    gpu = EngineConfig("m", "/m", max_model_len=2048, max_lora_rank=16, gpu_indices=(0,))
+    assert cpu_share.VLLM_BIND_ENV not in child_environ(gpu)
+
+
+def test_a_runner_is_started_with_its_share(store, paths, spec_for, tmp_path) -> None:
+    import sys
+
+    from sage_tui.core.training.supervisor import Supervisor
+
+    def command(job_dir, resume):
+        code = "import os, sys; open(sys.argv[1], 'w').write(os.environ['SAGE_TRAIN_CPUS'])"
+        return [sys.executable, "-c", code, str(job_dir / "seen")]
+
+    supervisor = Supervisor(
+        store,
+        paths,
+        runner_command=command,
+        devices=lambda: [],
+        runner_env=lambda gpus: {cpu_share.TRAIN_CPUS_ENV: "1"},
+    )
+    job = supervisor.submit(spec_for("shared"))
+    seen = job.output_dir / "seen"
+    for _ in range(100):
+        if seen.exists() and seen.read_text():
+            break
+        import time
+
+        time.sleep(0.05)
+    assert seen.read_text() == "1"

@@ -37,6 +37,7 @@ from sage_tui.core.engines.memory_return import wait_for_memory_return
 from sage_tui.core.engines.plan import Hardware, ModelShape, plan_engine
 from sage_tui.core.engines.reply import Reply, ReplyStats
 from sage_tui.core.models.registry import ModelRegistry
+from sage_tui.core.runtime_tuning import engine_starting
 from sage_tui.core.store import ModelRecord
 from sage_tui.errors import ModelError, SageError, one_line
 
@@ -98,6 +99,7 @@ class EngineManager:
         self._replies: dict[str, Engine] = {}
         self._adapters = AdapterIds()
         self._request_ids = itertools.count(1)
+        self._starting: EngineConfig | None = None
         self.loads = 0
         """How many times an engine was built (tests and benchmarks read it)."""
 
@@ -113,6 +115,12 @@ class EngineManager:
     def loaded_base(self) -> ModelRecord | None:
         """The base model the running engine serves, if one runs."""
         return self._base if self._engine is not None else None
+
+    @property
+    def engine_on_cpu(self) -> bool:
+        """Whether an engine computes on this host's CPU now (running or being started)."""
+        config = self._starting or (self._engine.config if self._engine is not None else None)
+        return config is not None and not config.gpu_indices
 
     @property
     def engine_config(self) -> EngineConfig | None:
@@ -215,11 +223,13 @@ class EngineManager:
         engine = self._factory(self.engine_kind, config)
         self.loads += 1
         loading = asyncio.ensure_future(engine.start())
+        self._starting = config
         try:
             # Shielded: the load runs on in its thread whatever happens to the caller, so a
             # cancelled switch must wait for it and tear it down, or two engines would end
             # up holding memory on the same GPU.
-            await asyncio.shield(loading)
+            with engine_starting():  # no full GC walks while it imports and builds
+                await asyncio.shield(loading)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await loading
@@ -230,6 +240,8 @@ class EngineManager:
             with contextlib.suppress(Exception):
                 await engine.shutdown()  # whatever a failed load left behind
             raise
+        finally:
+            self._starting = None
         self._engine, self._base = engine, base
 
     async def _stop_engine(self, why: str) -> None:

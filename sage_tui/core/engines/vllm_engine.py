@@ -144,8 +144,12 @@ class VllmEngine(Engine):
 
 
 def child_environ(config: EngineConfig) -> dict[str, str]:
-    """What the EngineCore child must see on top of the studio's environment."""
-    env: dict[str, str] = {}
+    """What the EngineCore child must see on top of the studio's environment: its GPUs, its
+    KV cache size on CPU, and on a CPU-only host its share of the cores (training runners get
+    the rest, see `cpu_share`)."""
+    from sage_tui.core.cpu_share import engine_env
+
+    env: dict[str, str] = engine_env(gpu=bool(config.gpu_indices))
     if config.cpu_kv_cache_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(config.cpu_kv_cache_gib)  # GiB
     if config.gpu_indices:

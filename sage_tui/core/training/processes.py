@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,15 +69,16 @@ def spawn_runner(
     header: str,
     gpus: tuple[int, ...],
     scope: GpuScope | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a runner in its own session, output appended to its log after a header line.
 
     It sees only `gpus` (NVML numbers; none for a CPU job), named as the user's
     CUDA_VISIBLE_DEVICES names them (`scope`, default the start-up scope). OSError when it
-    cannot be started.
+    cannot be started. `extra_env` adds variables (the runner's CPU share).
     """
     scope = scope or startup_scope()
-    env = {**scope.base_env(), **scope.child_env(gpus)}
+    env = {**scope.base_env(), **scope.child_env(gpus), **(extra_env or {})}
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     return _detached(
         command, log_path, f"\n=== {stamp} {header}: {' '.join(command)}\n", job_dir, env

@@ -30,7 +30,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ __all__ = ["Job", "JobError", "JobStatus", "Supervisor"]
 
 RunnerCommand = Callable[[Path, bool], list[str]]
 DeviceProbe = Callable[[], Sequence[Device]]
+RunnerEnv = Callable[[tuple[int, ...]], Mapping[str, str]]
+"""Extra environment for a runner placed on these GPUs (its CPU share on a CPU host)."""
 
 
 class Supervisor:
@@ -81,6 +83,7 @@ class Supervisor:
         jobs_per_device: int = 1,
         devices: DeviceProbe | None = None,
         hand_over: bool | None = None,
+        runner_env: RunnerEnv | None = None,
     ) -> None:
         if jobs_per_device < 1:
             raise ValueError("jobs_per_device must be at least 1")
@@ -94,6 +97,7 @@ class Supervisor:
         self.hand_over = runner_command is None if hand_over is None else hand_over
         """Start a queue keeper when a job is left queued (only the real runner can be handed
         to another process)."""
+        self.runner_env: RunnerEnv = runner_env or (lambda gpus: {})
         self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._follow: dict[str, EventFollower] = {}
@@ -355,7 +359,9 @@ class Supervisor:
         started = time.time()
         header = f"{'resuming' if resume else 'starting'} on {describe(gpus)}"
         try:
-            proc = spawn_runner(command, job_dir, job_dir / LOG_FILE, header, gpus)
+            proc = spawn_runner(
+                command, job_dir, job_dir / LOG_FILE, header, gpus, extra_env=self.runner_env(gpus)
+            )
         except OSError as err:
             reason = f"cannot start the training process: {err.strerror or err}"
             settle_in(db, task_id, "failed", reason)
