@@ -7,9 +7,10 @@ SAGE_HOME with the built-in model linked in; the engine's output goes to a log. 
 order: idle; engine loading; chat (replies stream, no job); job starting (the runner imports
 and loads); job running; job + chat (a job trains while replies stream back to back).
 
-Each variant runs in its own process (the tuning is process-wide): `baseline` is today's
-code, `fixed` wraps each engine start in `runtime_tuning.engine_starting()` and adds the CPU
-share (`cpu_share.engine_env` / `runner_env` / `engine_threads`). Variants alternate.
+Each variant runs in its own process (the tuning is process-wide): `fixed` is the studio as
+it is (each engine start under `runtime_tuning.engine_starting()`, the CPU share for vLLM's
+EngineCore and for runners), plus, on the transformers engine, `cpu_share.engine_threads`
+applied by the harness; `baseline` takes those fixes out again. Variants alternate.
 
     .venv/bin/python bench/ui_lag.py [--engine vllm|transformers] [--rounds 1]
         [--variants baseline,fixed] [--seconds 25] [--diagnose]
@@ -99,19 +100,6 @@ def engine_ready(app) -> bool:
     if state in ("failed", "stopped"):
         raise RuntimeError(f"engine {state}: {error}")
     return state == "ready"
-
-
-def around_engine_start(services, context) -> None:
-    """Run each engine start inside `context()` (what the app layer would do with
-    `runtime_tuning.engine_starting`); `contextlib.nullcontext` for the baseline."""
-    engines = services.engines
-    original = engines.ensure_loaded
-
-    async def ensure_loaded(*args, **kwargs):
-        with context():
-            return await original(*args, **kwargs)
-
-    engines.ensure_loaded = ensure_loaded
 
 
 def limit_engine_threads(count: int | None) -> None:
@@ -321,12 +309,15 @@ async def run_variant(args, out) -> dict:
     services.registry.pull(BUILTIN)
 
     from sage_tui.core import cpu_share
-    from sage_tui.core.runtime_tuning import engine_starting
 
     gpu = bool(services.monitor.sample().gpus)
-    around_engine_start(services, engine_starting if fixed else contextlib.nullcontext)
-    if fixed and args.engine == "vllm":
-        os.environ.update(cpu_share.engine_env(gpu=gpu))  # what the EngineCore child inherits
+    if not fixed:
+        # The studio applies both fixes itself now: the baseline takes them out again.
+        import sage_tui.core.engines.manager as manager_module
+
+        manager_module.engine_starting = contextlib.nullcontext
+        cpu_share.engine_env = lambda **kwargs: {}  # read by vllm_engine.child_environ
+        services.supervisor.runner_env = lambda gpus: {}
 
     probe = LagProbe(args.diagnose)
     result: dict = {"variant": args.child, "engine": args.engine, "phases": {}, "replies": {}}
@@ -382,10 +373,9 @@ async def run_variant(args, out) -> dict:
             save_steps=100_000,
             learning_rate=1e-4,
         )
-        if fixed:
-            os.environ.update(cpu_share.runner_env(gpu=gpu, engine=True))
-            if args.engine == "transformers":
-                limit_engine_threads(cpu_share.engine_threads(gpu=gpu, jobs=True))
+        if fixed and args.engine == "transformers":
+            # Not wired in the studio yet: the in-process engine's torch threads.
+            limit_engine_threads(cpu_share.engine_threads(gpu=gpu, jobs=True))
         job_id = await asyncio.to_thread(submit_job, app, spec)
         events = job_dir(app, job_id) / "events.jsonl"
         deadline = time.monotonic() + 180
