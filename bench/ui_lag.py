@@ -292,7 +292,7 @@ def steps_in(events_file: Path, window: tuple[float, float]) -> float | None:
 # -- one variant, in this process ------------------------------------------------------------
 
 
-async def run_variant(args, out) -> dict:
+async def measure_variant(args, out, jobs: list[tuple]) -> dict:
     from sage_tui.config import Settings
     from sage_tui.core.training.spec import JobSpec
     from sage_tui.paths import Paths, resolve_home
@@ -377,6 +377,7 @@ async def run_variant(args, out) -> dict:
             # Not wired in the studio yet: the in-process engine's torch threads.
             limit_engine_threads(cpu_share.engine_threads(gpu=gpu, jobs=True))
         job_id = await asyncio.to_thread(submit_job, app, spec)
+        jobs.append((app, job_id))
         events = job_dir(app, job_id) / "events.jsonl"
         deadline = time.monotonic() + 180
         while '"step"' not in (events.read_text() if events.exists() else ""):
@@ -399,10 +400,21 @@ async def run_variant(args, out) -> dict:
             result["phases"][phase] = figures
         result["gcs"] = probe.gcs
         result["stalls"] = sorted(probe.stalls, key=lambda s: -s["late"])[:12]
-        await asyncio.to_thread(stop_job, app, job_id)
         await services.engines.shutdown()
         app.exit()
     return result
+
+
+async def run_variant(args, out) -> dict:
+    """One variant; whatever happens, its job does not outlive it (a runner runs in its own
+    session and would go on training, skewing every later figure)."""
+    jobs: list[tuple] = []
+    try:
+        return await measure_variant(args, out, jobs)
+    finally:
+        for app, job_id in jobs:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(stop_job, app, job_id)
 
 
 def child_main(args) -> None:
