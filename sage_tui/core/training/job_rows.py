@@ -70,6 +70,11 @@ class JobRows:
         with self.store.transaction() as db:
             settle_in(db, task_id, status, error)
 
+    def set_wait_reason(self, reason: str | None) -> None:
+        """Say why the queued jobs wait (None: clear it; a job's start clears its own)."""
+        with self.store.transaction() as db:
+            db.execute("UPDATE jobs SET error = ? WHERE status = 'queued'", (reason,))
+
     def delete(self, task_id: str) -> None:
         with self.store.transaction() as db:
             db.execute("DELETE FROM jobs WHERE id = ?", (task_id,))

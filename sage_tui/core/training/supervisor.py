@@ -1,19 +1,15 @@
 """Starts, follows, cancels and re-attaches fine-tuning jobs that run in child processes.
 
-Each job runs `python -m sage_tui.core.training.runner JOB_DIR` in its own session (its own
-process group), with stdin closed and stdout/stderr going to `train.log`, so it survives the
-TUI exiting or an SSH drop. The `jobs` table is the source of truth for a job's status; the
-runner's `events.jsonl` and exit code decide how a job ended, never words in a log.
+Each job runs `python -m sage_tui.core.training.runner JOB_DIR` in its own session, stdin
+closed, output to `train.log`, so it survives the TUI exiting or an SSH drop. The `jobs` table
+is the truth for a job's status; the runner's events and exit code decide how it ended.
 
-`poll()` is the bookkeeping: call it about once a second from a worker thread. It follows the
-events of running jobs, notices processes that ended, settles their status and starts queued
-jobs where `placement.place` finds room: one job per GPU by default (`jobs_per_device`), on
-the GPU the job is pinned to or the least busy one, the runner seeing only that GPU; on a host
-without GPUs, one job at a time. A new Supervisor (a new launch of the TUI) re-attaches to
-jobs an earlier one left running with `reattach()`, checking their pid and, against pid reuse,
-that the process's command line names the job's folder. Whenever it leaves a job queued it
-starts the queue keeper (`training.keeper`) unless one runs, so queued jobs start even after
-the TUI or the command that queued them has exited.
+`poll()` (about once a second, from a worker thread) follows running jobs, settles those whose
+process ended and starts queued ones where `placement.place` finds room (one job per GPU by
+default, `jobs_per_device`). A new Supervisor re-attaches to jobs an earlier one left running
+(`reattach()`), checking pid and command line against pid reuse. Whenever it leaves a job
+queued it starts the queue keeper (`training.keeper`), so queued jobs start after the TUI or
+the command that queued them has exited.
 
 What a job is lives in `jobs.py`, its folder in `job_folder.py`, its row in `job_rows.py`;
 processes, pids and signals in `processes.py`; where a job runs in `placement.py`.
@@ -34,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sage_tui.core.gpu_scope import GpusUnreadable
 from sage_tui.core.store import Store
 from sage_tui.core.training.events import Event, read_events
 from sage_tui.core.training.job_folder import LOG_FILE, JobFolder
@@ -110,8 +107,6 @@ class Supervisor:
         A job pinned to a GPU this host does not have is refused here, before anything exists;
         while the GPUs cannot be read at all, it is queued and waits (saying why).
         """
-        from sage_tui.core.gpu_scope import GpusUnreadable
-
         spec.check()
         if spec.gpus:
             try:
@@ -298,22 +293,17 @@ class Supervisor:
         Returns the ids of the jobs started, or failed because they can never start here. A
         job that has to wait does not hold back a later one that fits elsewhere.
         """
-        if not self._table.with_status("queued"):
+        queued_rows = self._table.with_status("queued")
+        if not queued_rows:
             return []
-        from sage_tui.core.gpu_scope import GpusUnreadable
-
         try:
             devices = list(self.devices())  # outside the transaction: NVML can be slow
         except GpusUnreadable as err:
             # GPUs that cannot be read are not "no GPUs": the jobs wait, and say why.
-            with self.store.transaction() as db:
-                db.execute("UPDATE jobs SET error = ? WHERE status = 'queued'", (str(err),))
+            self._table.set_wait_reason(str(err))
             return []
-        if any(row["error"] for row in self._table.with_status("queued")):
-            # The GPUs can be read again: a job still waiting (for a busy GPU) must not show
-            # the old reason.
-            with self.store.transaction() as db:
-                db.execute("UPDATE jobs SET error = NULL WHERE status = 'queued'")
+        if any(row["error"] for row in queued_rows):
+            self._table.set_wait_reason(None)  # readable again: no stale reason
         touched: list[str] = []
         while True:
             # One start per transaction, so a failure can only roll back its own start.
