@@ -9,8 +9,8 @@ and loads); job running; job + chat (a job trains while replies stream back to b
 
 Each variant runs in its own process (the tuning is process-wide): `fixed` is the studio as
 it is (each engine start under `runtime_tuning.engine_starting()`, the CPU share for vLLM's
-EngineCore and for runners), plus, on the transformers engine, `cpu_share.engine_threads`
-applied by the harness; `baseline` takes those fixes out again. Variants alternate.
+EngineCore, for runners and for the in-process transformers engine's threads); `baseline`
+takes those fixes out again. Variants alternate.
 
     .venv/bin/python bench/ui_lag.py [--engine vllm|transformers] [--rounds 1]
         [--variants baseline,fixed] [--seconds 25] [--diagnose]
@@ -100,22 +100,6 @@ def engine_ready(app) -> bool:
     if state in ("failed", "stopped"):
         raise RuntimeError(f"engine {state}: {error}")
     return state == "ready"
-
-
-def limit_engine_threads(count: int | None) -> None:
-    """Give the in-process (transformers) engine `count` torch threads from its next reply
-    on, set in the reply's own thread (torch sizes a thread's pool at its first parallel work).
-    """
-    from sage_tui.core import cpu_share
-    from sage_tui.core.engines.hf_engine import TransformersEngine
-
-    original = TransformersEngine._generate
-
-    def _generate(self, *args, **kwargs):
-        cpu_share.apply_engine_threads(count)
-        return original(self, *args, **kwargs)
-
-    TransformersEngine._generate = _generate
 
 
 def supervisor(app):
@@ -310,12 +294,12 @@ async def measure_variant(args, out, jobs: list[tuple]) -> dict:
 
     from sage_tui.core import cpu_share
 
-    gpu = bool(services.monitor.sample().gpus)
     if not fixed:
         # The studio applies both fixes itself now: the baseline takes them out again.
         import sage_tui.core.engines.manager as manager_module
 
         manager_module.engine_starting = contextlib.nullcontext
+        manager_module.engine_threads = lambda **kwargs: None  # the transformers engine's share
         cpu_share.engine_env = lambda **kwargs: {}  # read by vllm_engine.child_environ
         services.supervisor.runner_env = lambda gpus: {}
 
@@ -373,9 +357,6 @@ async def measure_variant(args, out, jobs: list[tuple]) -> dict:
             save_steps=100_000,
             learning_rate=1e-4,
         )
-        if fixed and args.engine == "transformers":
-            # Not wired in the studio yet: the in-process engine's torch threads.
-            limit_engine_threads(cpu_share.engine_threads(gpu=gpu, jobs=True))
         job_id = await asyncio.to_thread(submit_job, app, spec)
         jobs.append((app, job_id))
         events = job_dir(app, job_id) / "events.jsonl"

@@ -195,3 +195,19 @@ def test_a_runner_is_started_with_its_share(store, paths, spec_for, tmp_path) ->
 
         time.sleep(0.05)
     assert seen.read_text() == "1"
+
+
+async def test_an_in_process_engine_keeps_to_its_share_while_a_cpu_job_runs(
+    provisioned_services, monkeypatch
+) -> None:
+    """The transformers engine computes in the studio's process: while the studio sees a job
+    running on the CPU, each reply gets the engine's share of the threads."""
+    from sage_tui.studio import Studio
+
+    monkeypatch.setattr(cpu_share, "allowed_cpus", lambda: (0, 1, 2, 3))
+    studio = Studio(provisioned_services)
+    await studio.engine.start(raise_errors=True)
+    engine = provisioned_services.engines._engine
+    assert engine.reply_threads() is None  # no job: every core
+    provisioned_services.engines.cpu_jobs_running = True
+    assert engine.reply_threads() == 2

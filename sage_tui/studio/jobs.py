@@ -264,6 +264,9 @@ class JobDesk:
         else:
             self.supervisor.poll()
         jobs = self.supervisor.list()
+        self.services.engines.cpu_jobs_running = any(
+            job.status is JobStatus.RUNNING and job.gpus == () for job in jobs
+        )
         before, self._statuses = self._statuses, {job.id: job.status for job in jobs}
         self._observers.publish(JobsChanged(tuple(jobs)))
         if before is not None:  # endings from before this launch are not news

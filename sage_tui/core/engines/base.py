@@ -8,7 +8,7 @@ without vLLM). The manager (`manager.py`) owns their lifecycle; nothing else sta
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,9 @@ class Engine(abc.ABC):
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
+        self.reply_threads: Callable[[], int | None] = lambda: None
+        """CPU threads a reply may use now (None: all); an engine computing in this process
+        applies it per reply, so a training job on the same CPU keeps its share."""
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from sage_tui.core.cpu_share import apply_engine_threads
 from sage_tui.core.engines.base import (
     Adapter,
     Delta,
@@ -203,6 +204,8 @@ class TransformersEngine(Engine):
                 if self._model is None:
                     post(("error", str(self._not_ready())))
                     return
+                # Torch sizes this thread's pool at its first parallel work: set it here.
+                apply_engine_threads(self.reply_threads())
                 self._run(prompt_ids, sampling, adapter, stop, post)
         except EngineError as exc:
             post(("error", str(exc)))

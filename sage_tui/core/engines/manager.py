@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sage_tui.core.cpu_share import engine_threads
 from sage_tui.core.engines.adapter_ids import AdapterIds
 from sage_tui.core.engines.base import (
     Adapter,
@@ -100,6 +101,9 @@ class EngineManager:
         self._adapters = AdapterIds()
         self._request_ids = itertools.count(1)
         self._starting: EngineConfig | None = None
+        self.cpu_jobs_running = False
+        """Whether training jobs compute on this host's CPU (the studio keeps it current): an
+        engine in this process then keeps to its share of the cores."""
         self.loads = 0
         """How many times an engine was built (tests and benchmarks read it)."""
 
@@ -221,6 +225,9 @@ class EngineManager:
         )
         self.on_status(f"loading {base.name} ({self.engine_kind}, {plan.device})")
         engine = self._factory(self.engine_kind, config)
+        engine.reply_threads = lambda: engine_threads(
+            gpu=bool(config.gpu_indices), jobs=self.cpu_jobs_running
+        )
         self.loads += 1
         loading = asyncio.ensure_future(engine.start())
         self._starting = config
