@@ -3,7 +3,8 @@
 vLLM's EngineCore child, its workers, tqdm bars and native libraries write straight to file
 descriptors 1 and 2. Under the TUI that would scribble over the screen; under `sage-tui ask` it
 would mix with the answer a script reads. `engine_output_to` points both descriptors at a log
-file and hands back files that still reach the real stdout and stderr.
+file and hands back files that still reach the real stdout and stderr. The log is rotated
+when it is opened (`core.log_files`).
 """
 
 from __future__ import annotations
@@ -15,17 +16,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from sage_tui.core.log_files import rotate
+
 
 @contextmanager
 def engine_output_to(log_path: Path) -> Iterator[tuple[TextIO, TextIO]]:
     """Send fds 1 and 2 (this process's and its children's) to `log_path`.
 
-    Yields (stdout, stderr) files on the original descriptors. Meanwhile `sys.__stderr__` and
+    An oversized `log_path` is rotated first (see `core.log_files.rotate`). Yields (stdout,
+    stderr) files on the original descriptors. Meanwhile `sys.__stderr__` and
     `sys.stderr` point at the yielded stderr (Textual draws on `sys.__stderr__`) and
     `sys.__stdout__` at the yielded stdout (the terminal size is read from it). Everything is
     restored on exit.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    rotate(log_path)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
