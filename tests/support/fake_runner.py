@@ -11,6 +11,8 @@ the file `JOB_DIR/fake_mode`, else $FAKE_RUNNER_MODE, else "ok":
 - hang: steps until asked to stop, then a checkpoint and stopped; exit 3
 - stubborn: steps forever, ignoring STOP and SIGTERM (only SIGKILL ends it)
 - crash: started, a step, then os._exit(9) without a terminal event
+- nan: started, steps whose loss becomes NaN at step NAN_STEP (a checkpoint one step before),
+  then failed with the real runner's reason and suggestion; exit 1
 
 Each run appends its argv to `JOB_DIR/argv.jsonl`, and the GPUs it was given
 (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER) to `JOB_DIR/gpus.jsonl`.
@@ -28,10 +30,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sage_tui.core.training.events import EventWriter
+from sage_tui.core.training.runner import divergence
 
 STEPS = 4
 STOP_NAME = "STOP"
 DELAY = 0.05
+NAN_STEP = 3
+LEARNING_RATE = 2e-4
 
 
 def last_checkpoint(job_dir: Path) -> int:
@@ -54,15 +59,15 @@ def save_checkpoint(job_dir: Path, events: EventWriter, step: int) -> Path:
     return path
 
 
-def step_event(events: EventWriter, step: int, total: int) -> None:
+def step_event(events: EventWriter, step: int, total: int, loss: float | None = None) -> None:
     """One training step's figures."""
     events.write(
         "step",
         step=step,
         total_steps=total,
         epoch=step / max(total, 1),
-        loss=round(2.0 / step, 4),
-        learning_rate=2e-4,
+        loss=round(2.0 / step, 4) if loss is None else loss,
+        learning_rate=LEARNING_RATE,
         tokens_per_second=1000.0 + step,
         eta_seconds=max(total - step, 0) * DELAY,
     )
@@ -91,7 +96,7 @@ def main(argv: list[str]) -> int:
 
     events = EventWriter(job_dir)
     first = last_checkpoint(job_dir) if resume else 0
-    total = first + STEPS if mode in ("ok", "fail", "crash") else 1_000_000
+    total = first + STEPS if mode in ("ok", "fail", "crash", "nan") else 1_000_000
     events.write("started", total_steps=total, resumed_from=first if resume else None)
 
     if mode == "fail":
@@ -100,6 +105,16 @@ def main(argv: list[str]) -> int:
     if mode == "crash":
         step_event(events, first + 1, total)
         os._exit(9)
+    if mode == "nan":
+        for step in range(first + 1, first + NAN_STEP + 1):
+            loss = float("nan") if step == first + NAN_STEP else round(2.0 / step, 4)
+            step_event(events, step, total, loss)
+            if step == first + NAN_STEP - 1:
+                save_checkpoint(job_dir, events, step)
+            time.sleep(DELAY)
+        reason, suggestion = divergence({"loss": loss}, step, LEARNING_RATE)
+        events.write("failed", step=step, reason=reason, suggestion=suggestion)
+        return 1
 
     step = first
     while True:

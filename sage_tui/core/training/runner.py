@@ -13,7 +13,9 @@ re-executes itself under `torch.distributed.run` in the same process, one worker
 
 Exit codes: 0 finished (adapter saved, `finished` event); 3 stopped on request (a `STOP` file
 in the job folder, or SIGTERM) after a final checkpoint (`stopped` event); 1 failed (`failed`
-event with the reason and a suggestion). The adapter is written to a temporary folder and moved
+event with the reason and a suggestion). A loss or gradient norm that becomes NaN or infinite
+fails the job on that step without saving it, so the last checkpoint is still a good one to
+resume from. The adapter is written to a temporary folder and moved
 into place only when complete, so a full disk never leaves a half-written adapter behind.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -73,14 +76,45 @@ def load_examples(spec: JobSpec) -> tuple[list[dict], list[dict]]:
     return rows(train), rows(evaluation)
 
 
+def not_finite(value: Any) -> str | None:
+    """ "NaN", "inf" or "-inf" when `value` is a number that is not finite, else None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "inf" if number > 0 else "-inf"
+    return None
+
+
+def divergence(logs: Mapping[str, Any], step: int, learning_rate: float) -> tuple[str, str] | None:
+    """(reason, suggestion) when a logged loss or gradient norm is NaN or infinite, else None.
+
+    Past that point every weight update is garbage, so the job stops rather than train on.
+    """
+    for key, what in (("loss", "loss"), ("grad_norm", "the gradient norm")):
+        word = not_finite(logs.get(key))
+        if word is not None:
+            return (
+                f"{what} became {word} at step {step}",
+                f"try a lower learning rate (now {learning_rate:g})",
+            )
+    return None
+
+
 def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None) -> Any:
-    """A TrainerCallback that writes events and honours stop requests (the class is built
-    here because transformers is imported only in the child)."""
+    """A TrainerCallback that writes events, honours stop requests and stops a job whose loss
+    is no longer a number (the class is built here because transformers is imported only in
+    the child)."""
     from transformers import TrainerCallback
 
     class Reporter(TrainerCallback):
         def __init__(self) -> None:
             self.stop_requested = False
+            self.diverged: tuple[str, str] | None = None
+            """(reason, suggestion) once the loss became NaN or infinite."""
             self.reporting = _rank() == 0
             self.started = time.monotonic()
             self.first_step: int | None = None
@@ -98,6 +132,13 @@ def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
+            # Every worker sees the same logged figures (the trainer averages the loss over
+            # them), so all of them stop on this step without a vote.
+            found = divergence(logs, state.global_step, float(args.learning_rate))
+            newly = found is not None and self.diverged is None
+            if newly:
+                self.diverged = found
+                self._refuse_save(control)
             if not self.reporting:
                 return
             if "eval_loss" in logs:
@@ -126,6 +167,17 @@ def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None)
                 tokens_per_second=speed,
                 eta_seconds=eta,
             )
+            if newly:
+                reason, suggestion = self.diverged
+                events.write("failed", step=state.global_step, reason=reason, suggestion=suggestion)
+
+        @staticmethod
+        def _refuse_save(control) -> None:
+            # The weights are broken: no checkpoint of them (the last complete one stays the
+            # one a resume starts from), no evaluation, no more steps.
+            control.should_training_stop = True
+            control.should_save = False
+            control.should_evaluate = False
 
         def on_save(self, args, state, control, **kwargs):
             if not self.reporting:
@@ -134,11 +186,18 @@ def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None)
             events.write("checkpoint", step=state.global_step, path=str(path))
 
         def on_step_end(self, args, state, control, **kwargs):
+            if self.diverged is not None:
+                self._refuse_save(control)
+                return
             asked = self.stop_requested or JobFolder(job_dir).stop_requested()
             if _agreed(asked):  # every worker stops on the same step, or the others hang
                 self.stop_requested = True
                 control.should_training_stop = True
                 control.should_save = True
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if self.diverged is not None:
+                self._refuse_save(control)
 
     return Reporter()
 
@@ -210,6 +269,8 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
         callbacks=[reporter],
     )
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if reporter.diverged is not None:  # its `failed` event is written already
+        return EXIT_FAILED
     if reporter.stop_requested:
         if reporter.reporting:
             saved = folder.last_checkpoint()

@@ -229,10 +229,13 @@ class FinetuneScreen(StudioScreen):
     def read_detail(self, job: Job) -> None:
         """Read the job's step losses and the tail of its train.log."""
         events, _ = self.app.studio.jobs.supervisor.events(job.id)
+        # NaN and infinity are kept (the chart names them); anything else but a number is not.
         losses = [
-            float(e.data["loss"])
+            float(loss)
             for e in events
-            if e.kind == "step" and isinstance(e.data.get("loss"), (int, float))
+            if e.kind == "step"
+            and isinstance(loss := e.data.get("loss"), (int, float))
+            and not isinstance(loss, bool)
         ]
         tail = read_log_tail(job.folder.log_file)
         self.app.call_from_thread(self._show_detail, job.id, losses, tail)
