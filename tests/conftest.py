@@ -23,7 +23,16 @@ GIB = 1024**3
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the developer's own settings."""
-    for name in ("SAGE_HOME", "SAGE_ENGINE", "SAGE_DEFAULT_MODEL", "SAGE_POLL_SECONDS"):
+    for name in (
+        "SAGE_HOME",
+        "SAGE_ENGINE",
+        "SAGE_DEFAULT_MODEL",
+        "SAGE_POLL_SECONDS",
+        "SAGE_JOBS_PER_GPU",
+        "SAGE_TRAIN_PROCESSES",
+        "SAGE_TRAIN_CPUS",
+        "VLLM_CPU_OMP_THREADS_BIND",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
