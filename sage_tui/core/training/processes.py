@@ -2,6 +2,12 @@
 whether a recorded pid still runs a job, signalling a job's process group and starting the queue
 keeper.
 
+Every child starts clean: Python's safe-path mode (PYTHONSAFEPATH, 3.11+) keeps the script's
+folder and the current folder off its import path, and its working directory is one of ours
+(the job folder, SAGE_HOME), so a `json.py` in the user's folder is never imported. A recorded
+pid counts as a job's runner only when its argv names the job folder as a whole argument right
+after the runner (module or script) and the process started no earlier than the job did.
+
 The GPUs a child sees come from the user's CUDA_VISIBLE_DEVICES as captured at start-up
 (`gpu_scope`), never from whatever os.environ holds at the moment: an engine being started
 changes it for a few seconds.
@@ -15,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +33,15 @@ if TYPE_CHECKING:
     from sage_tui.core.gpu import ResourceMonitor
 
 
+RUNNER_MODULE = "sage_tui.core.training.runner"
+START_SLACK_SECONDS = 2.0
+"""How much earlier than the job's recorded start its process may seem to have started (the
+start is recorded just before the spawn; clock ticks and boot time round)."""
+
+
 def default_runner_command(job_dir: Path, resume: bool) -> list[str]:
     """The real runner's command line for a job folder."""
-    command = [sys.executable, "-m", "sage_tui.core.training.runner", str(job_dir)]
+    command = [sys.executable, "-m", RUNNER_MODULE, str(job_dir)]
     return [*command, "--resume"] if resume else command
 
 
@@ -86,10 +98,15 @@ def spawn_runner(
 
 
 def _detached(
-    command: list[str], log_path: Path, header: str, cwd: Path | None, env: dict[str, str]
+    command: list[str], log_path: Path, header: str, cwd: Path, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     """Start `command` in its own session (it outlives us), stdin closed, output appended to
-    `log_path` after `header`, with the whole environment `env`."""
+    `log_path` after `header`, with the whole environment `env`, in `cwd`.
+
+    PYTHONSAFEPATH (inherited by what it starts, a DDP re-exec too) keeps the current and the
+    script's folder off a Python child's import path; Python 3.10 ignores it, so `cwd` is always
+    one of our folders.
+    """
     with open(log_path, "ab") as log:
         log.write(header.encode())
         log.flush()
@@ -101,35 +118,67 @@ def _detached(
             stderr=subprocess.STDOUT,
             cwd=cwd,
             close_fds=True,
-            env={**env, "PYTHONUNBUFFERED": "1"},
+            env={**env, "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"},
         )
 
 
-def pid_runs_job(pid: int | None, job_dir: Path) -> bool:
-    """Whether `pid` is a live process whose command line names `job_dir` (a pid-reuse guard).
+def pid_runs_job(
+    pid: int | None,
+    job_dir: Path,
+    started_at: float | None = None,
+    commands: Iterable[Sequence[str]] = (),
+) -> bool:
+    """Whether `pid` is a live process running the runner of the job in `job_dir`.
 
-    A zombie counts as ended. Without /proc (not Linux) only the pid is checked.
+    Guards against pid reuse and look-alikes: its argv must hold `job_dir` as a whole argument
+    right after the runner (`-m sage_tui.core.training.runner`, also under a DDP re-exec, or
+    the program of one of `commands`, the command lines the supervisor starts: see
+    `runner_identity`), and it must have started no earlier than `started_at` (seconds since
+    the epoch, the job's recorded start) less a small slack. A zombie counts as ended, and so
+    does a process whose details cannot be read.
     """
     if not pid or pid <= 0:
         return False
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else; the command line decides
-    proc = Path("/proc")
-    if not (proc / "self").exists():
-        return True
-    try:
-        cmdline = (proc / str(pid) / "cmdline").read_bytes()
-        stat = (proc / str(pid) / "stat").read_text(errors="replace")
-    except OSError:
-        return False
-    state = stat.rpartition(")")[2].split()[:1]
-    if state in (["Z"], ["X"]):
-        return False
-    return str(job_dir).encode() in cmdline
+        process = psutil.Process(pid)
+        if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return False
+        argv = process.cmdline()
+        created = process.create_time()
+    except (psutil.Error, OSError):
+        return False  # gone, a zombie, or not ours to read
+    if started_at and created < started_at - START_SLACK_SECONDS:
+        return False  # the pid was reused by an older process
+    target = str(job_dir)
+    identities = {("-m", RUNNER_MODULE)}
+    identities.update(runner_identity(command, target) for command in commands)
+    identities.discard(())
+    return any(
+        tuple(argv[i - len(ident) : i]) == ident
+        for i, arg in enumerate(argv)
+        if arg == target
+        for ident in identities
+        if i >= len(ident)
+    )
+
+
+def runner_identity(command: Sequence[str], job_arg: str) -> tuple[str, ...]:
+    """What names the program in a runner command line: the arguments just before `job_arg`,
+    from the last `-m`/`-c` on (`("-m", module)`), else the one before it (a script).
+
+    Empty when `job_arg` is not an argument of `command` or nothing precedes it.
+    """
+    command = list(command)
+    if job_arg not in command:
+        return ()
+    at = command.index(job_arg)
+    before = command[1:at]  # the interpreter itself may be named differently
+    for i in range(len(before) - 1, -1, -1):
+        if before[i] in ("-m", "-c"):
+            return tuple(before[i:])
+    return tuple(before[-1:])
 
 
 def signal_group(pid: int, sig: int) -> None:
@@ -161,5 +210,6 @@ def start_keeper(paths: Paths, jobs_per_device: int, scope: GpuScope | None = No
     paths.queue_log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "sage_tui.core.training.keeper", str(paths.home)]
     command += ["--jobs-per-gpu", str(jobs_per_device)]
-    _detached(command, paths.queue_log, "", None, (scope or startup_scope()).base_env())
+    env = (scope or startup_scope()).base_env()
+    _detached(command, paths.queue_log, "", paths.home, env)
     return True
