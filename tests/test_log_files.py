@@ -61,3 +61,15 @@ def test_engine_output_to_appends_to_a_small_engine_log(tmp_path: Path) -> None:
         os.write(2, b"later\n")
     assert log.read_text() == "earlier\nlater\n"
     assert not (tmp_path / "engine.log.1").exists()
+
+
+def test_the_queue_log_is_rotated_when_a_keeper_starts(tmp_path: Path) -> None:
+    from sage_tui.core.log_files import MAX_BYTES
+    from sage_tui.core.training.processes import start_keeper
+    from sage_tui.paths import Paths
+
+    paths = Paths(tmp_path / "home").ensure()
+    paths.queue_log.parent.mkdir(parents=True, exist_ok=True)
+    paths.queue_log.write_bytes(b"x" * (MAX_BYTES + 1))
+    assert start_keeper(paths, 1)  # the queue is empty: it exits at once
+    assert paths.queue_log.with_name("queue.log.1").stat().st_size == MAX_BYTES + 1

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sage_tui.core.gpu_scope import GpuScope, startup_scope
+from sage_tui.core.log_files import rotate
 from sage_tui.core.training.placement import Device
 from sage_tui.paths import Paths
 
@@ -208,6 +209,7 @@ def start_keeper(paths: Paths, jobs_per_device: int, scope: GpuScope | None = No
             return False  # a keeper runs; it reads the queue again before it exits
         fcntl.flock(lock, fcntl.LOCK_UN)
     paths.queue_log.parent.mkdir(parents=True, exist_ok=True)
+    rotate(paths.queue_log)  # no keeper runs, so none writes to it
     command = [sys.executable, "-m", "sage_tui.core.training.keeper", str(paths.home)]
     command += ["--jobs-per-gpu", str(jobs_per_device)]
     env = (scope or startup_scope()).base_env()
