@@ -4,24 +4,19 @@ is read back from events.jsonl as it was written, and is shown as such on the Fi
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from textual.widgets import Input
 
+from sage_tui.core.training.divergence import divergence
 from sage_tui.core.training.events import EventWriter, read_events
-from sage_tui.core.training.runner import divergence, make_reporter
-from sage_tui.core.training.supervisor import Supervisor
-from sage_tui.services import Services
-from sage_tui.ui.app import SageApp
+from sage_tui.core.training.runner import make_reporter
 from sage_tui.ui.widgets.loss_chart import LossChartPanel, describe_losses
-from tests.conftest import REPO
 from tests.support.waiting import until
+from tests.test_finetune_screen import DATASET, MODES, make_app  # noqa: F401
 
-FAKE_RUNNER = REPO / "tests" / "support" / "fake_runner.py"
-DATASET = "sample_data/sage_tui_facts.jsonl"
 NAN, INF = float("nan"), float("inf")
 
 
@@ -109,32 +104,10 @@ def test_the_caption_names_what_is_not_a_number() -> None:
 # -- the Finetune screen ------------------------------------------------------------------
 
 
-def fake_command(job_dir: Path, resume: bool) -> list[str]:
-    mode = "ok" if resume else "nan"
-    return [sys.executable, str(FAKE_RUNNER), str(job_dir), "--mode", mode] + (
-        ["--resume"] if resume else []
-    )
-
-
-@pytest.fixture
-def make_app(provisioned_services: Services, monkeypatch: pytest.MonkeyPatch):
-    """A studio with the fake runner (NaN at step 3, then fine on resume), a fast job poll."""
-    monkeypatch.chdir(REPO)
-    monkeypatch.setattr(SageApp, "JOB_POLL_SECONDS", 0.2)
-    supervisor = Supervisor(
-        provisioned_services.store,
-        provisioned_services.settings.paths,
-        runner_command=fake_command,
-        devices=lambda: [],
-    )
-    provisioned_services.supervisor = supervisor
-    yield lambda: SageApp(provisioned_services)
-    for job in supervisor.list():
-        if job.active:
-            supervisor.cancel(job.id, grace_seconds=2, term_seconds=2)
-
-
-async def test_a_job_whose_loss_became_nan_shows_failed_with_the_reason(make_app) -> None:
+async def test_a_job_whose_loss_became_nan_shows_failed_with_the_reason(
+    make_app,  # noqa: F811  (the Finetune screen tests' fixture)
+) -> None:
+    MODES["ft-nan"] = "nan"  # NaN at step 3 (after a checkpoint at step 2)
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("f1")
@@ -162,6 +135,7 @@ async def test_a_job_whose_loss_became_nan_shows_failed_with_the_reason(make_app
         assert checkpoint is not None and checkpoint.name == "checkpoint-2"
 
         table.focus()
+        MODES["ft-nan"] = "ok"  # the resumed run is fine
         await pilot.press("r")
         await until(lambda: app.jobs[0].status == "completed")
         assert app.jobs[0].progress.step == 2 + 4

@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from sage_tui.core.training.divergence import divergence
 from sage_tui.core.training.events import EventWriter
-from sage_tui.core.training.runner import divergence
 
 STEPS = 4
 STOP_NAME = "STOP"

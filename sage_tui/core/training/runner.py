@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import signal
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_tui.core.cpu_share import TRAIN_CPUS_ENV, allowed_cpus, apply_runner_share
+from sage_tui.core.training.divergence import divergence
 from sage_tui.core.training.events import EventWriter
 from sage_tui.core.training.job_folder import (
     EXIT_FAILED,
@@ -74,34 +74,6 @@ def load_examples(spec: JobSpec) -> tuple[list[dict], list[dict]]:
         return [{"messages": e.messages} for e in examples]
 
     return rows(train), rows(evaluation)
-
-
-def not_finite(value: Any) -> str | None:
-    """ "NaN", "inf" or "-inf" when `value` is a number that is not finite, else None."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    if math.isnan(number):
-        return "NaN"
-    if math.isinf(number):
-        return "inf" if number > 0 else "-inf"
-    return None
-
-
-def divergence(logs: Mapping[str, Any], step: int, learning_rate: float) -> tuple[str, str] | None:
-    """(reason, suggestion) when a logged loss or gradient norm is NaN or infinite, else None.
-
-    Past that point every weight update is garbage, so the job stops rather than train on.
-    """
-    for key, what in (("loss", "loss"), ("grad_norm", "the gradient norm")):
-        word = not_finite(logs.get(key))
-        if word is not None:
-            return (
-                f"{what} became {word} at step {step}",
-                f"try a lower learning rate (now {learning_rate:g})",
-            )
-    return None
 
 
 def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None) -> Any:

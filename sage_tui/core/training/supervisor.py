@@ -252,7 +252,7 @@ class Supervisor:
         with self._lock:
             row = self._table.require(task_id)
             if row["status"] == "queued":
-                with self.store.transaction() as db:
+                with self.store.transaction() as db:  # unless another process just started it
                     db.execute(
                         "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?"
                         " AND status = 'queued'",
@@ -261,12 +261,12 @@ class Supervisor:
                 return self.get(task_id)
             if row["status"] != "running":
                 return self._job(row)
-            job_dir, pid, since = Path(row["output_dir"]), row["pid"], row["started_at"]
-            JobFolder(job_dir).request_stop()
-        if not self._wait_ended(task_id, pid, job_dir, since, grace_seconds):
+            JobFolder(Path(row["output_dir"])).request_stop()
+        if not self._wait_ended(row, grace_seconds):
             for sig, wait in ((signal.SIGTERM, term_seconds), (signal.SIGKILL, 10.0)):
-                self._signal_group(task_id, pid, job_dir, since, sig)
-                if self._wait_ended(task_id, pid, job_dir, since, wait):
+                if self._liveness(row)[0]:
+                    signal_group(row["pid"], sig)
+                if self._wait_ended(row, wait):
                     break
         self.poll()
         return self.get(task_id)
@@ -374,7 +374,7 @@ class Supervisor:
     def _check(self, row: Any) -> Job | None:
         """Follow one running job; settle it if its process ended. The job if it changed."""
         task_id, job_dir = row["id"], Path(row["output_dir"])
-        alive, code = self._liveness(task_id, row["pid"], job_dir, row["started_at"])
+        alive, code = self._liveness(row)
         follow = self._catch_up(task_id, job_dir)
         if alive:
             return None
@@ -387,37 +387,27 @@ class Supervisor:
         JobFolder(job_dir).clear_stop()
         return self.get(task_id)
 
-    def _liveness(
-        self, task_id: str, pid: int | None, job_dir: Path, started_at: float | None
-    ) -> tuple[bool, int | None]:
-        """(alive, exit code if known). Our own child is reaped through its Popen; another
-        process's pid counts only if it runs this job's runner and started with the job."""
+    def _liveness(self, row: Any) -> tuple[bool, int | None]:
+        """(alive, exit code if known) of a job's recorded process. Our own child is reaped
+        through its Popen; another pid counts only if it runs this job's runner and started
+        with the job."""
+        task_id, pid, job_dir = row["id"], row["pid"], Path(row["output_dir"])
         with self._lock:
             proc = self._procs.get(task_id)
         if proc is not None and proc.pid == pid:
             code = proc.poll()
             return code is None, code
         commands = [self.runner_command(job_dir, resume) for resume in (False, True)]
-        return pid_runs_job(pid, job_dir, started_at, commands), None
+        return pid_runs_job(pid, job_dir, row["started_at"], commands), None
 
-    def _wait_ended(
-        self, task_id: str, pid: int | None, job_dir: Path, started_at: float | None, seconds: float
-    ) -> bool:
+    def _wait_ended(self, row: Any, seconds: float) -> bool:
         """Wait up to `seconds` for the job's process to end; True if it has."""
         deadline = time.monotonic() + seconds
-        while True:
-            if not self._liveness(task_id, pid, job_dir, started_at)[0]:
-                return True
+        while self._liveness(row)[0]:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-
-    def _signal_group(
-        self, task_id: str, pid: int | None, job_dir: Path, started_at: float | None, sig: int
-    ) -> None:
-        """Signal the job's process group, if its process still runs the job."""
-        if pid is not None and self._liveness(task_id, pid, job_dir, started_at)[0]:
-            signal_group(pid, sig)
+        return True
 
     def _catch_up(self, task_id: str, job_dir: Path) -> EventFollower:
         follow = self._follow.setdefault(task_id, EventFollower())
