@@ -20,6 +20,12 @@ def one_line(err: BaseException, *, last: bool = False) -> str:
     return lines[-1] if last else lines[0]
 
 
+def describe_error(err: BaseException) -> str:
+    """What went wrong, for a user: a SageError's own message, anything else as "Type: its
+    first line" (the type says it is a bug or a library's failure, not the user's input)."""
+    return str(err) if isinstance(err, SageError) else f"{type(err).__name__}: {one_line(err)}"
+
+
 class SageError(Exception):
     """A problem the user can fix; the message is one line that names it."""
 

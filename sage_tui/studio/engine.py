@@ -23,7 +23,7 @@ from dataclasses import replace
 from sage_tui.core.engines.base import Message, Sampling
 from sage_tui.core.engines.manager import EngineManager, EngineStopped, SwitchResult
 from sage_tui.core.engines.reply import Reply
-from sage_tui.errors import SageError, one_line
+from sage_tui.errors import describe_error
 from sage_tui.studio.state import (
     ActiveModelChanged,
     EngineChanged,
@@ -32,10 +32,6 @@ from sage_tui.studio.state import (
     ModelsChanged,
     Observers,
 )
-
-
-def _reason(err: BaseException) -> str:
-    return str(err) if isinstance(err, SageError) else f"{type(err).__name__}: {one_line(err)}"
 
 
 class EngineDesk:
@@ -111,9 +107,9 @@ class EngineDesk:
             if self._loads_waiting == 1:  # else a later load is under way and will report
                 if self.manager.loaded_base is not None:
                     # A failed switch rolled back: the previous model still serves.
-                    self._set(EngineState.READY, model=self.active_model, error=_reason(err))
+                    self._set(EngineState.READY, model=self.active_model, error=describe_error(err))
                 else:
-                    self._set(EngineState.FAILED, model=name, error=_reason(err))
+                    self._set(EngineState.FAILED, model=name, error=describe_error(err))
             if raise_errors:
                 raise
             return None

@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 
+from sage_tui.core.text_enum import TextEnum
 from sage_tui.core.training.jobs import Job, JobStatus
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class EngineState(str, Enum):
+class EngineState(TextEnum):
     """What the inference engine is doing."""
 
     IDLE = "idle"
@@ -44,9 +44,6 @@ class EngineState(str, Enum):
     """The last load failed and nothing serves; `error` says why."""
     STOPPED = "stopped"
     """An engine that was serving died (killed, crashed); the next message reloads it."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

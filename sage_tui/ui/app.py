@@ -20,7 +20,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from sage_tui.core.gpu import ResourceSnapshot
 from sage_tui.core.training.jobs import Job
-from sage_tui.errors import SageError
+from sage_tui.errors import SageError, describe_error
 from sage_tui.services import Services
 from sage_tui.studio import EngineStatus, Studio, state
 from sage_tui.ui.messages import (
@@ -243,5 +243,10 @@ class SageApp(App[None]):
             return
         error = event.worker.error
         what = event.worker.description or event.worker.name
-        text = str(error) if isinstance(error, SageError) else f"{type(error).__name__}: {error}"
-        self.notify(f"{what}: {text}", title="Error", severity="error", timeout=10, markup=False)
+        self.notify(
+            f"{what}: {describe_error(error)}",
+            title="Error",
+            severity="error",
+            timeout=10,
+            markup=False,
+        )

@@ -18,9 +18,9 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
+from sage_tui.core.text_enum import TextEnum
 from sage_tui.errors import SageError
 
 
@@ -32,7 +32,7 @@ class InvalidRow(DatasetError):
     """One row that cannot be converted; the message is the reason, without file or line."""
 
 
-class Format(str, Enum):
+class Format(TextEnum):
     """The row formats understood; the value is the name users type (`--format alpaca`)."""
 
     MESSAGES = "messages"
@@ -40,9 +40,6 @@ class Format(str, Enum):
     ALPACA = "alpaca"
     PROMPT_COMPLETION = "prompt_completion"
     TEXT = "text"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 FORMATS: tuple[str, ...] = tuple(f.value for f in Format)

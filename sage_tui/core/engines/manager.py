@@ -40,7 +40,7 @@ from sage_tui.core.engines.reply import Reply, ReplyStats
 from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.runtime_tuning import engine_starting
 from sage_tui.core.store import ModelRecord
-from sage_tui.errors import ModelError, SageError, one_line
+from sage_tui.errors import ModelError, SageError, describe_error
 
 EngineFactory = Callable[[str, EngineConfig], Engine]
 HardwareProbe = Callable[[], Hardware]
@@ -57,11 +57,6 @@ class SwitchFailed(SageError):
 
 class EngineStopped(SageError):
     """The engine that was serving died (its process was killed or crashed)."""
-
-
-def _reason(err: BaseException) -> str:
-    """A load failure in words: a SageError's own message, anything else with its type."""
-    return str(err) if isinstance(err, SageError) else f"{type(err).__name__}: {one_line(err)}"
 
 
 @dataclass(frozen=True)
@@ -181,7 +176,7 @@ class EngineManager:
         try:
             await self._start_engine(base, rank)
         except Exception as err:  # any failure of a load is reported, never left loading
-            why = _reason(err)
+            why = describe_error(err)
             if previous is None:
                 self.on_status(f"failed: {why}")
                 raise SwitchFailed(f"could not load {base.name}: {why}") from err
@@ -189,10 +184,10 @@ class EngineManager:
             try:
                 await self._start_engine(previous, 0)
             except Exception as again:
-                self.on_status(f"failed: {_reason(again)}")
+                self.on_status(f"failed: {describe_error(again)}")
                 raise SwitchFailed(
                     f"could not load {base.name} ({why}), nor {previous.name} again"
-                    f" ({_reason(again)})"
+                    f" ({describe_error(again)})"
                 ) from err
             raise SwitchFailed(
                 f"could not load {base.name}: {why}; still using {previous.name}"

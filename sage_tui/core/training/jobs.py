@@ -11,17 +11,17 @@ from __future__ import annotations
 import json
 import signal
 from dataclasses import dataclass, field, fields, replace
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from sage_tui.core.text_enum import TextEnum
 from sage_tui.core.training.events import Event
 from sage_tui.core.training.job_folder import EXIT_FINISHED, JobFolder
 from sage_tui.core.training.placement import describe
 from sage_tui.core.training.spec import JobSpec
 
 
-class JobStatus(str, Enum):
+class JobStatus(TextEnum):
     """Where a job stands. Stored in the database by value ("queued", ...)."""
 
     QUEUED = "queued"
@@ -30,12 +30,6 @@ class JobStatus(str, Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
     @property
     def active(self) -> bool:

@@ -18,7 +18,7 @@ from sage_tui.core.engines.base import Sampling
 from sage_tui.core.engines.manager import EngineStopped
 from sage_tui.core.engines.reply import Reply
 from sage_tui.core.store import ConversationRecord, MessageRecord
-from sage_tui.errors import SageError
+from sage_tui.errors import SageError, describe_error
 from sage_tui.studio import EngineState, EngineStatus
 from sage_tui.ui.screens.base import StudioScreen
 from sage_tui.ui.widgets.chat_message import ChatMessage
@@ -138,9 +138,7 @@ class ChatScreen(StudioScreen):
             self.notify(str(err), title="Not sent", severity="error", markup=False)
             return
         except Exception as err:  # an engine that fails in its own way: say so, keep the text
-            self.notify(
-                f"{type(err).__name__}: {err}", title="Not sent", severity="error", markup=False
-            )
+            self.notify(describe_error(err), title="Not sent", severity="error", markup=False)
             return
         self.reply = reply
         self.query_one("#chat-input", Input).value = ""

@@ -20,7 +20,7 @@ from sage_tui.core.store import ModelRecord
 from sage_tui.core.training.backend import adapter_name
 from sage_tui.core.training.jobs import Job
 from sage_tui.core.training.spec import SpecError
-from sage_tui.errors import SageError
+from sage_tui.errors import SageError, describe_error
 from sage_tui.studio.dataset_report import describe_check, token_preview
 from sage_tui.studio.formatting import job_summary
 from sage_tui.studio.jobs import JobRequest, check_dataset
@@ -147,7 +147,7 @@ class FinetuneScreen(StudioScreen):
             try:
                 preview = token_preview(check, base.path, max_length)
             except Exception as err:  # any tokenizer trouble only costs the preview
-                error = f"{type(err).__name__}: {err}"
+                error = describe_error(err)
         report = describe_check(check, preview, error)
         self.app.call_from_thread(form.show_report, report, check.refused)
 
