@@ -265,6 +265,19 @@ def test_one_worker_per_visible_gpu_or_as_asked_on_cpu() -> None:
         worker_count({"CUDA_VISIBLE_DEVICES": "", "SAGE_TRAIN_PROCESSES": "0"})
 
 
+def listening_addresses(pid: int) -> set[str]:
+    """The local addresses the TCP sockets of `pid` and its descendants listen on."""
+    import psutil
+
+    runner = psutil.Process(pid)
+    addresses = set()
+    for process in [runner, *runner.children(recursive=True)]:
+        for conn in process.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN:
+                addresses.add(conn.laddr.ip)
+    return addresses
+
+
 @pytest.mark.slow
 def test_two_workers_stop_together_and_resume_to_the_end(
     provisioned_services, builtin_model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -280,6 +293,10 @@ def test_two_workers_stop_together_and_resume_to_the_end(
     try:
         deadline = time.monotonic() + 600
         follow_until(supervisor, job.id, deadline, lambda j: supervisor.last_checkpoint(j.id))
+        # The workers met without torch's TCPStore (it listens on every interface): whatever
+        # the job listens on is reachable from this machine only.
+        listening = listening_addresses(supervisor.get(job.id).pid)
+        assert listening <= {"127.0.0.1", "::1"}, listening
         stopped = supervisor.cancel(job.id, grace_seconds=120)
         assert stopped.status == "cancelled", stopped.error
         assert (job.output_dir / "checkpoints" / f"checkpoint-{stopped.progress.step}").is_dir()

@@ -45,6 +45,7 @@ from sage_tui.core.training.job_folder import (
     JobFolder,
 )
 from sage_tui.core.training.spec import JobSpec
+from sage_tui.core.training.workers import join_process_group, run_workers
 from sage_tui.errors import one_line
 
 PROCESSES_ENV = "SAGE_TRAIN_PROCESSES"
@@ -335,20 +336,6 @@ def worker_count(env: Mapping[str, str] = os.environ) -> int:
     return count
 
 
-def distributed_command(argv: list[str], workers: int) -> list[str]:
-    """This runner's command line under torch.distributed.run with `workers` workers."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={workers}",
-        "-m",
-        "sage_tui.core.training.runner",
-        *argv,
-    ]
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the training child process."""
     parser = argparse.ArgumentParser(prog="python -m sage_tui.core.training.runner")
@@ -370,18 +357,16 @@ def main(argv: list[str] | None = None) -> int:
             events.write("failed", reason=str(err), suggestion=f"unset {PROCESSES_ENV}")
             return EXIT_FAILED
         if workers > 1:
-            # Same pid, so the supervisor keeps following (and signalling) the job.
+            # This process stays the workers' parent, under the pid the supervisor follows.
             events.close()
-            again = [str(job_dir), "--resume"] if args.resume else [str(job_dir)]
-            command = distributed_command(again, workers)
-            print(f"training with {workers} workers: {' '.join(command)}", flush=True)
-            # torch.distributed.run gives each worker one thread unless told; share the cores.
-            threads = str(max(1, len(allowed_cpus()) // workers))
-            env = {"OMP_NUM_THREADS": threads, **os.environ}
-            if pinned:  # the cores given to this job, not the user's own setting
-                env["OMP_NUM_THREADS"] = threads
-            os.execve(sys.executable, command, env)
+            # Each worker gets its part of the cores, unless the user chose a thread count for
+            # a job that is not pinned.
+            mine = os.environ.get("OMP_NUM_THREADS") if not pinned else None
+            threads = mine or str(max(1, len(allowed_cpus()) // workers))
+            print(f"training with {workers} workers", flush=True)
+            return run_workers(job_dir, args.resume, workers, threads)
     try:
+        join_process_group()
         return train(job_dir, args.resume, events)
     except BaseException as err:  # every way out must leave a `failed` event behind
         traceback.print_exc()
