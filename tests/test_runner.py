@@ -318,3 +318,35 @@ def test_two_workers_stop_together_and_resume_to_the_end(
     finally:
         if supervisor.get(job.id).active:
             supervisor.cancel(job.id, grace_seconds=1, term_seconds=1)
+
+
+def test_workers_and_tensor_parallel_engines_keep_collectives_on_loopback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sage_tui.core.engines.base import EngineConfig
+    from sage_tui.core.engines.vllm_engine import child_environ
+    from sage_tui.core.training.workers import RENDEZVOUS_ENV, worker_env
+
+    for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+        monkeypatch.delenv(name, raising=False)
+    env = worker_env({"PATH": "/bin"}, 1, 2, tmp_path / ".rendezvous", "3")
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["OMP_NUM_THREADS"]) == (
+        "1",
+        "1",
+        "2",
+        "3",
+    )
+    assert env[RENDEZVOUS_ENV] == str(tmp_path / ".rendezvous")
+    assert env["GLOO_SOCKET_IFNAME"] == env["NCCL_SOCKET_IFNAME"] == "lo"
+    # The user's own choice of interface stands.
+    assert worker_env({"NCCL_SOCKET_IFNAME": "ib0"}, 0, 2, tmp_path, "1")["NCCL_SOCKET_IFNAME"] == (
+        "ib0"
+    )
+    shape = {"max_model_len": 2048, "max_lora_rank": 16, "gpu_indices": (0, 1)}
+    assert (
+        child_environ(EngineConfig("m", "/m", tensor_parallel_size=2, **shape))[
+            "NCCL_SOCKET_IFNAME"
+        ]
+        == "lo"
+    )
+    assert "NCCL_SOCKET_IFNAME" not in child_environ(EngineConfig("m", "/m", **shape))

@@ -68,3 +68,14 @@ def _apply(changes: Mapping[str, str | None]) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+LOOPBACK_COLLECTIVES = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
+"""The variables that choose the network interface gloo and NCCL open their sockets on."""
+
+
+def loopback_collectives(env: Mapping[str, str]) -> dict[str, str]:
+    """For processes of one machine (DDP workers, tensor-parallel engine workers): gloo and
+    NCCL on the loopback interface, so their sockets are reachable from this machine only.
+    A choice the user made in `env` stands."""
+    return {name: "lo" for name in LOOPBACK_COLLECTIVES if name not in env}

@@ -9,10 +9,11 @@ switching between adapters of the loaded base model needs no reload.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sage_tui.core.child_env import temporary_environ
+from sage_tui.core.child_env import loopback_collectives, temporary_environ
 from sage_tui.core.engines.base import (
     Adapter,
     Delta,
@@ -152,6 +153,9 @@ def child_environ(config: EngineConfig) -> dict[str, str]:
     env: dict[str, str] = engine_env(gpu=bool(config.gpu_indices))
     if config.cpu_kv_cache_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(config.cpu_kv_cache_gib)  # GiB
+    if config.tensor_parallel_size > 1:
+        # vLLM's workers meet through a FileStore; their NCCL/gloo sockets stay on loopback.
+        env.update(loopback_collectives(os.environ))
     if config.gpu_indices:
         # The planner picked these GPUs (NVML numbers); the user's UUIDs pass through as they
         # are, numbers mean NVML's order.

@@ -6,7 +6,7 @@ machine that can reach it could talk to the job's rendezvous for as long as it t
 machine's workers need no network to meet, so the runner starts them itself: each worker is
 the runner again with RANK / LOCAL_RANK / WORLD_SIZE set, and they join one process group
 through a FileStore in the job's (private) folder. The collective backends are told to use
-the loopback interface (`GLOO_SOCKET_IFNAME`, `NCCL_SOCKET_IFNAME`), so what they open is
+the loopback interface (`core.child_env.loopback_collectives`), so what they open is
 reachable from this machine only.
 
 The runner that started the workers stays their parent under the same pid the supervisor
@@ -27,9 +27,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from sage_tui.core.child_env import loopback_collectives
+
 RENDEZVOUS_ENV = "SAGE_RENDEZVOUS"
 RENDEZVOUS_FILE = ".rendezvous"
-LOOPBACK = "lo"
 # How long the other workers get to stop after one has failed, before they are killed.
 STOP_GRACE_SECONDS = 30.0
 _PR_SET_PDEATHSIG = 1
@@ -47,8 +48,7 @@ def worker_env(
         "LOCAL_WORLD_SIZE": str(workers),
         RENDEZVOUS_ENV: str(rendezvous),
         "OMP_NUM_THREADS": threads,
-        "GLOO_SOCKET_IFNAME": LOOPBACK,
-        "NCCL_SOCKET_IFNAME": LOOPBACK,
+        **loopback_collectives(base),
     }
 
 
