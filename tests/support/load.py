@@ -17,6 +17,7 @@ import psutil
 
 from sage_tui.core.engines.base import Sampling
 
+RUNNER = "sage_tui.core.training.runner"
 QUESTIONS = (
     "What is the capital of France?",
     "Name three colours of the rainbow.",
@@ -39,7 +40,8 @@ class LoadRun:
     tokens: int = 0
     seconds: float = 0.0
     samples: list[tuple[float, float, float]] = field(default_factory=list)
-    """(seconds since start, studio RSS MiB, engine children RSS MiB) after each round."""
+    """(seconds since start, studio RSS MiB, engine children RSS MiB) after each round (the
+    training runner, also a child, is left out: it is not under load)."""
 
     def growth_mib(self) -> tuple[float, float]:
         """Median RSS of the last quarter of samples minus that of the second quarter (the
@@ -53,11 +55,13 @@ class LoadRun:
 
 
 def _rss_mib() -> tuple[float, float]:
+    """This process's RSS and that of its children but the training runner (the engine's)."""
     me = psutil.Process(os.getpid())
     children = 0
     for child in me.children(recursive=True):
         try:
-            children += child.memory_info().rss
+            if RUNNER not in child.cmdline():
+                children += child.memory_info().rss
         except psutil.Error:
             continue
     return me.memory_info().rss / 2**20, children / 2**20
