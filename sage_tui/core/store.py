@@ -4,7 +4,13 @@ Stdlib `sqlite3` in WAL mode, so the TUI, the CLI and training children can read
 writes. The schema carries a version (`PRAGMA user_version`) and moves forward through the
 numbered migrations below, each in its own transaction: a failed migration leaves the file at
 the previous version with its data intact. A file that is not a database, or one written by a
-newer sage-tui, is refused with a one-line error and left untouched.
+newer sage-tui, is refused with a one-line error and left untouched (`store_db` opens the file,
+race-safe between processes, and words SQLite's faults).
+
+Every read and write goes through `Store.read` or `Store.transaction`: a locked, damaged or
+full database is a one-line StoreError whenever it happens, and a transaction that fails in
+any way (its block raising, a constraint, COMMIT itself) is rolled back, so the connection is
+never left holding the write lock.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_tui.errors import StoreError
+from sage_tui.core.store_db import BUSY_TIMEOUT, connect, open_database, rollback, store_error
 
 # Index i holds the script that takes the schema from version i to i + 1. Append only: a
 # released migration is never edited, since databases in the field have already run it.
@@ -95,71 +101,76 @@ class ModelRecord:
 class Store:
     """One SQLite database; safe to share between threads of one process."""
 
-    def __init__(self, path: Path, migrations: Sequence[str] = MIGRATIONS) -> None:
+    def __init__(
+        self,
+        path: Path,
+        migrations: Sequence[str] = MIGRATIONS,
+        *,
+        busy_timeout: float | None = None,
+    ) -> None:
+        """Open (or create) the database at `path`; StoreError if it cannot be used.
+
+        `busy_timeout`: seconds to wait for another process's lock (default BUSY_TIMEOUT).
+        """
         self.path = Path(path)
+        self.busy_timeout = BUSY_TIMEOUT if busy_timeout is None else busy_timeout
         self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=10
-            )
-        except sqlite3.Error as err:
-            raise StoreError(f"cannot open database {self.path}: {err}") from None
-        self._db.row_factory = sqlite3.Row
-        try:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as err:
-            self._db.close()
-            raise StoreError(
-                f"{self.path} is not a readable sage-tui database ({err}); it was left as it is:"
-                " move it aside to start a new one"
-            ) from None
-        if version > len(migrations):
-            self._db.close()
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this sage-tui knows"
-                f" ({len(migrations)}): upgrade sage-tui"
-            )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate(version, migrations)
+        self._db = open_database(self.path, migrations, self.busy_timeout)
 
     @property
     def schema_version(self) -> int:
         """The version the file is at (the number of migrations applied)."""
-        with self._lock:
-            return self._db.execute("PRAGMA user_version").fetchone()[0]
+        with self.read() as db:
+            return db.execute("PRAGMA user_version").fetchone()[0]
 
-    def _migrate(self, version: int, migrations: Sequence[str]) -> None:
-        for target, script in enumerate(migrations[version:], start=version + 1):
-            # executescript commits first; BEGIN inside the script keeps the step atomic.
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under its lock, for reads; a fault of the file is a StoreError."""
+        with self._lock:
             try:
-                self._db.executescript(
-                    f"BEGIN;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;"
-                )
+                yield self._db
             except sqlite3.Error as err:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise StoreError(
-                    f"upgrading {self.path} to schema version {target} failed ({err});"
-                    f" it stays at version {target - 1}, unchanged"
-                ) from None
+                raise self._fault(err) from None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run statements atomically; rolls back if the block raises."""
+        """Run statements atomically (`BEGIN IMMEDIATE` ... `COMMIT`).
+
+        Whatever fails (the block, a constraint, COMMIT itself) rolls the transaction back
+        before the error goes on, so the next statement works and other processes are not
+        locked out; faults of the file are StoreErrors, the caller's own errors stay as they
+        are.
+        """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as err:
+                raise self._fault(err) from None
             try:
                 yield self._db
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._end_transaction()
+                raise self._fault(err) from None
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._end_transaction()
                 raise
-            self._db.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Rows of one read-only statement (under the connection's lock)."""
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        with self.read() as db:
+            return db.execute(sql, params).fetchall()
+
+    def _end_transaction(self) -> None:
+        # A ROLLBACK can fail too (a disk I/O error): a fresh connection then releases the
+        # write lock the old one held, rather than keep it for the life of the process.
+        if not rollback(self._db):
+            self._db.close()
+            self._db = connect(self.path, self.busy_timeout)
+
+    def _fault(self, err: sqlite3.Error) -> Exception:
+        """`err` as the store raises it: a StoreError for faults of the file, else itself."""
+        return store_error(self.path, err, self.busy_timeout) or err
 
     def close(self) -> None:
         """Close the connection."""
@@ -190,16 +201,12 @@ class Store:
 
     def get_model(self, name: str) -> ModelRecord | None:
         """The model registered as `name`, if any."""
-        with self._lock:
-            row = self._db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
-        return _model(row) if row else None
+        rows = self.query("SELECT * FROM models WHERE name = ?", (name,))
+        return _model(rows[0]) if rows else None
 
     def list_models(self) -> list[ModelRecord]:
         """All registered models: base models first, then adapters, each by name."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM models ORDER BY kind = 'adapter', name"
-            ).fetchall()
+        rows = self.query("SELECT * FROM models ORDER BY kind = 'adapter', name")
         return [_model(row) for row in rows]
 
     def remove_model(self, name: str) -> bool:
@@ -211,9 +218,8 @@ class Store:
 
     def get_setting(self, key: str) -> str | None:
         """A stored setting, or None."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        return row["value"] if row else None
+        rows = self.query("SELECT value FROM settings WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
 
     def set_setting(self, key: str, value: str | None) -> None:
         """Store a setting; None removes it."""
@@ -305,29 +311,24 @@ class ConversationStore:
 
     def get(self, conversation_id: int) -> ConversationRecord | None:
         """One conversation, if it exists."""
-        with self.store._lock:
-            row = self.store._db.execute(
-                "SELECT * FROM conversations WHERE id = ?", (conversation_id,)
-            ).fetchone()
-        return ConversationRecord(**dict(row)) if row else None
+        rows = self.store.query("SELECT * FROM conversations WHERE id = ?", (conversation_id,))
+        return ConversationRecord(**dict(rows[0])) if rows else None
 
     def recent(self, limit: int = 100) -> list[ConversationRecord]:
         """Conversations with at least one message, most recently used first."""
-        with self.store._lock:
-            rows = self.store._db.execute(
-                "SELECT * FROM conversations c WHERE EXISTS"
-                " (SELECT 1 FROM messages m WHERE m.conversation_id = c.id)"
-                " ORDER BY updated_at DESC, id DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
+        rows = self.store.query(
+            "SELECT * FROM conversations c WHERE EXISTS"
+            " (SELECT 1 FROM messages m WHERE m.conversation_id = c.id)"
+            " ORDER BY updated_at DESC, id DESC LIMIT ?",
+            (limit,),
+        )
         return [ConversationRecord(**dict(row)) for row in rows]
 
     def messages(self, conversation_id: int) -> list[MessageRecord]:
         """A conversation's messages, oldest first."""
-        with self.store._lock:
-            rows = self.store._db.execute(
-                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
-            ).fetchall()
+        rows = self.store.query(
+            "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+        )
         return [
             MessageRecord(**{**dict(row), "stats": json.loads(row["stats"] or "{}")})
             for row in rows
