@@ -10,8 +10,8 @@ files. A job folder holds:
 - `train.log`: everything the runner printed, after a header line per start;
 - `STOP`: present while a stop was asked; the runner saves a checkpoint and exits with
   :data:`EXIT_STOPPED`;
-- `checkpoints/checkpoint-N/`: the trainer's checkpoints; one counts only once its
-  `trainer_state.json` (written last) is there;
+- `checkpoints/checkpoint-N/`: the trainer's checkpoints; one counts only once its adapter
+  weights are there and its `trainer_state.json` (written last) reads back whole;
 - the adapter (`adapter_model.safetensors`, `adapter_config.json`, tokenizer files),
   `training_args.json` and `metrics.json`, moved in together once training finished.
 """
@@ -19,6 +19,7 @@ files. A job folder holds:
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,14 +107,25 @@ class JobFolder:
         return self.adapter_weights.is_file()
 
     def last_checkpoint(self) -> Path | None:
-        """The newest complete `checkpoints/checkpoint-N` folder.
-
-        The trainer writes `trainer_state.json` after the weights and optimizer state, so a
-        checkpoint without it was cut short (the process was killed while saving) and is skipped.
-        """
+        """The newest complete `checkpoints/checkpoint-N` folder (see `checkpoint_complete`)."""
         found = []
         for folder in self.checkpoints.glob("checkpoint-*"):
             suffix = folder.name.rsplit("-", 1)[-1]
-            if suffix.isdigit() and (folder / CHECKPOINT_DONE).is_file():
+            if suffix.isdigit() and checkpoint_complete(folder):
                 found.append((int(suffix), folder))
         return max(found)[1] if found else None
+
+
+def checkpoint_complete(folder: Path) -> bool:
+    """Whether the trainer finished writing the checkpoint in `folder`.
+
+    It writes `trainer_state.json` after the weights, optimizer and RNG state, in one plain
+    write: a runner killed (or out of disk) while saving leaves it missing or cut short, which
+    no longer parses. Its weights are checked too, in case an older checkpoint was being deleted
+    (the trainer keeps three) when the runner died.
+    """
+    try:
+        state = json.loads((folder / CHECKPOINT_DONE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and (folder / ADAPTER_WEIGHTS).is_file()

@@ -16,7 +16,10 @@ in the job folder, or SIGTERM) after a final checkpoint (`stopped` event); 1 fai
 event with the reason and a suggestion). A loss or gradient norm that becomes NaN or infinite
 fails the job on that step without saving it, so the last checkpoint is still a good one to
 resume from. The adapter is written to a temporary folder and moved
-into place only when complete, so a full disk never leaves a half-written adapter behind.
+into place only when complete (its weights last), so a full disk never leaves a half-written
+adapter behind; checkpoints cut short by a kill or a full disk are never resumed from and are
+removed (see `checkpoints`), and a save that ran out of room says so ("disk full while saving
+checkpoint-N: ...").
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from sage_tui.core.cpu_share import TRAIN_CPUS_ENV, allowed_cpus, apply_runner_share
+from sage_tui.core.training.checkpoints import (
+    SAVING_ADAPTER,
+    being_saved,
+    remove_partial,
+    save_failure,
+)
 from sage_tui.core.training.divergence import divergence
 from sage_tui.core.training.events import EventWriter
 from sage_tui.core.training.job_folder import (
@@ -179,6 +188,8 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
     """Run the job; returns the exit code."""
     folder = JobFolder(job_dir)
     spec = folder.read_spec().check()
+    if _rank() == 0 and (removed := remove_partial(folder)):
+        print(f"removed checkpoints cut short: {', '.join(removed)}", flush=True)
     train_rows, eval_rows = load_examples(spec)
 
     import torch
@@ -259,7 +270,8 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
 
 def _save_final(trainer, config, spec: JobSpec, metrics: dict, job_dir: Path) -> None:
     """Write the adapter, tokenizer, training_args.json and metrics.json, all or nothing."""
-    staging = JobFolder(job_dir).staging
+    folder = JobFolder(job_dir)
+    staging = folder.staging
     shutil.rmtree(staging, ignore_errors=True)
     try:
         trainer.save_model(str(staging))
@@ -269,8 +281,13 @@ def _save_final(trainer, config, spec: JobSpec, metrics: dict, job_dir: Path) ->
         (staging / METRICS).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         # Pickled training args: never read back (JSON above is the record).
         (staging / "training_args.bin").unlink(missing_ok=True)
-        for item in staging.iterdir():
+        # The weights go last: a job has an adapter once they are there (`has_adapter`).
+        weights = staging / folder.adapter_weights.name
+        for item in [*(i for i in staging.iterdir() if i != weights), weights]:
             os.replace(item, job_dir / item.name)
+    except BaseException as err:
+        err.add_note(SAVING_ADAPTER)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -280,6 +297,9 @@ def describe_failure(err: BaseException, job_dir: Path) -> tuple[str, str]:
     text = f"{type(err).__name__}: {err}".strip()
     first = one_line(Exception(text))
     folder = JobFolder(job_dir)
+    no_room = save_failure(err, folder, being_saved(err, folder))
+    if no_room is not None:
+        return no_room
     try:
         spec = folder.read_spec()
     except Exception:  # the spec itself may be what failed
@@ -371,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as err:  # every way out must leave a `failed` event behind
         traceback.print_exc()
         reason, suggestion = describe_failure(err, job_dir)
+        if _rank() == 0:  # a save cut short gives its room back
+            remove_partial(JobFolder(job_dir))
         events.write("failed", reason=reason, suggestion=suggestion)
         return EXIT_FAILED
     finally:
