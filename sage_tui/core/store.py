@@ -80,6 +80,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN gpus TEXT;
     """,
+    # 2 -> 3: an ended job's progress as its events left it (JSON), so a listing of a
+    # thousand jobs reads no folder of an ended one.
+    """
+    ALTER TABLE jobs ADD COLUMN progress TEXT;
+    """,
 )
 
 ACTIVE_MODEL_KEY = "active_model"
@@ -296,6 +301,19 @@ class ConversationStore:
                 (now, role, _title(content), conversation_id),
             )
             return int(cursor.lastrowid)
+
+    def update_message(
+        self, message_id: int, content: str, stats: dict[str, Any] | None = None
+    ) -> None:
+        """Replace a message's text (a reply as it streams), and its figures when given."""
+        with self.store.transaction() as db:
+            if stats is None:
+                db.execute("UPDATE messages SET content = ? WHERE id = ?", (content, message_id))
+            else:
+                db.execute(
+                    "UPDATE messages SET content = ?, stats = ? WHERE id = ?",
+                    (content, json.dumps(stats), message_id),
+                )
 
     def update(self, conversation_id: int, **fields: Any) -> None:
         """Change a conversation's title, model or system prompt."""

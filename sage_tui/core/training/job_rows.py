@@ -1,7 +1,9 @@
 """The `jobs` table: what the supervisor reads and writes there, in one place.
 
 The table holds what was asked (the spec), the status, the pid and placement of the running
-process and why a job failed or waits; progress lives in each job's events, not here.
+process and why a job failed or waits. Progress lives in each job's events; when a job ends,
+the progress its events add up to is kept here too, so listing ended jobs (a thousand of them)
+reads no folder.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from typing import Any
 
 from sage_tui.core.store import Store
+from sage_tui.core.training.jobs import ENDED, JobProgress
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.errors import SageError
 
@@ -65,10 +68,12 @@ class JobRows:
         """Every job's row, newest first."""
         return self.store.query("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC")
 
-    def settle(self, task_id: str, status: str, error: str | None) -> None:
-        """Record how a job ended (or why it failed to start)."""
+    def settle(
+        self, task_id: str, status: str, error: str | None, progress: JobProgress | None = None
+    ) -> None:
+        """Record how a job ended (or why it failed to start), with its final progress."""
         with self.store.transaction() as db:
-            settle_in(db, task_id, status, error)
+            settle_in(db, task_id, status, error, progress)
 
     def set_wait_reason(self, reason: str | None) -> None:
         """Say why the queued jobs wait (None: clear it; a job's start clears its own)."""
@@ -80,9 +85,24 @@ class JobRows:
             db.execute("DELETE FROM jobs WHERE id = ?", (task_id,))
 
 
-def settle_in(db: sqlite3.Connection, task_id: str, status: str, error: str | None) -> None:
-    """`JobRows.settle` inside a transaction the caller holds."""
+def settle_in(
+    db: sqlite3.Connection,
+    task_id: str,
+    status: str,
+    error: str | None,
+    progress: JobProgress | None = None,
+) -> None:
+    """`JobRows.settle` inside a transaction the caller holds. Without a progress the job's
+    listing reads its events again."""
     db.execute(
-        "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
-        (status, error, time.time(), task_id),
+        "UPDATE jobs SET status = ?, error = ?, finished_at = ?, progress = ? WHERE id = ?",
+        (status, error, time.time(), progress.to_json() if progress else None, task_id),
     )
+
+
+def kept_progress(row: Any) -> JobProgress | None:
+    """The progress kept when the row's job ended; None while it is active, or when none was
+    kept (a job that never ran, one that ended before sage-tui kept it)."""
+    if row["status"] not in ENDED or not row["progress"]:
+        return None
+    return JobProgress.from_json(row["progress"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +66,26 @@ class JobProgress:
     tokens_per_second: float | None = None
     eval_loss: float | None = None
 
+    def to_json(self) -> str:
+        """As the `jobs` table keeps an ended job's progress (NaN and infinity kept)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> JobProgress:
+        """Read back what `to_json` wrote (fields it does not know are left out)."""
+        return cls(**{k: v for k, v in json.loads(text).items() if k in _PROGRESS_FIELDS})
+
     @property
     def fraction(self) -> float | None:
         """Share of steps done (0..1), when known."""
         if self.step is None or not self.total_steps:
             return None
         return min(1.0, max(0.0, self.step / self.total_steps))
+
+
+_PROGRESS_FIELDS = frozenset(f.name for f in fields(JobProgress))
+_SPEC_FIELDS = frozenset(f.name for f in fields(JobSpec))
+"""Field names, computed once: a listing of a thousand jobs builds a thousand of each."""
 
 
 @dataclass(frozen=True)
@@ -198,11 +212,11 @@ def stored_gpus(value: str | None) -> tuple[int, ...] | None:
 
 def job_from_row(row: Any, follower: EventFollower) -> Job:
     """A `jobs` table row and the progress read from its events, as a Job."""
-    known = {f.name for f in fields(JobSpec)}
+    known = _SPEC_FIELDS
     spec = JobSpec(**{k: v for k, v in json.loads(row["spec"]).items() if k in known})
     status = JobStatus(row["status"])
     progress = follower.progress
-    if status is not JobStatus.RUNNING:
+    if status is not JobStatus.RUNNING and progress.eta_seconds is not None:
         progress = replace(progress, eta_seconds=None)
     return Job(
         id=row["id"],

@@ -34,7 +34,7 @@ from sage_tui.core.gpu_scope import GpusUnreadable
 from sage_tui.core.store import Store
 from sage_tui.core.training.events import Event, read_events
 from sage_tui.core.training.job_folder import LOG_FILE, JobFolder
-from sage_tui.core.training.job_rows import JobError, JobRows, settle_in
+from sage_tui.core.training.job_rows import JobError, JobRows, kept_progress, settle_in
 from sage_tui.core.training.jobs import (
     RESUMABLE,
     EventFollower,
@@ -383,7 +383,7 @@ class Supervisor:
         if terminal is not None and row["started_at"] and terminal.time < row["started_at"]:
             terminal = None  # from an earlier run of this job, before a resume
         status, error = outcome(terminal, code)
-        self._table.settle(task_id, status, error)
+        self._table.settle(task_id, status, error, follow.progress)
         JobFolder(job_dir).clear_stop()
         return self.get(task_id)
 
@@ -417,4 +417,7 @@ class Supervisor:
         return follow
 
     def _job(self, row: Any) -> Job:
+        kept = kept_progress(row)  # an ended job's folder is not read again
+        if kept is not None:
+            return job_from_row(row, EventFollower(progress=kept))
         return job_from_row(row, self._catch_up(row["id"], Path(row["output_dir"])))
