@@ -143,7 +143,8 @@ class EngineManager:
         async with self._lock:
             base = self.registry.base_of(record)
             reloaded = await self._ensure_base(base, record)
-            self.registry.set_active(name, self.engine_kind)
+            # The database and active_model.json are written off the event loop.
+            await asyncio.to_thread(self.registry.set_active, name, self.engine_kind)
         self.on_status("")
         return SwitchResult(record, reloaded, time.monotonic() - started)
 
