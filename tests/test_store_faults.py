@@ -21,7 +21,11 @@ import pytest
 from sage_tui.core import store as store_module
 from sage_tui.core.store import MIGRATIONS, ConversationStore, ModelRecord, Store
 from sage_tui.errors import StoreError
+from sage_tui.services import Services
+from sage_tui.ui.app import SageApp
 from tests.conftest import REPO
+from tests.support.waiting import until
+from tests.test_chat_screen import ask, messages
 from tests.test_cli import one_line_error, run
 
 SHORT = 0.2
@@ -286,3 +290,29 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(tmp_path: Path) 
         store = Store(path)
         assert store.schema_version == len(MIGRATIONS)
         assert len(ConversationStore(store).recent()) == processes
+
+
+async def test_the_studio_says_the_database_is_locked_and_keeps_the_message(
+    provisioned_services: Services,
+) -> None:
+    store = provisioned_services.store
+    app = SageApp(provisioned_services)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(lambda: app.engine.ready)
+        store.busy_timeout = SHORT
+        holder = sqlite3.connect(store.path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process writing, for longer than we wait
+        await ask(app, pilot, "Is anyone there?")
+        await until(lambda: any("is locked" in n.message for n in app._notifications))
+        note = next(n for n in app._notifications if "is locked" in n.message)
+        assert note.title == "Not sent" and "\n" not in note.message
+        assert note.message.startswith(f"{store.path} is locked by another process")
+        assert app.screen.query_one("#chat-input").value == "Is anyone there?"  # kept
+        assert messages(app) == []
+
+        holder.execute("ROLLBACK")  # the other process is done: the same message goes through
+        holder.close()
+        await pilot.press("enter")
+        await until(lambda: app.screen.reply is None and len(messages(app)) == 2)
+    saved = ConversationStore(store)
+    assert saved.messages(saved.recent()[0].id)[0].content == "Is anyone there?"

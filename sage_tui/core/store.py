@@ -118,9 +118,20 @@ class Store:
         `busy_timeout`: seconds to wait for another process's lock (default BUSY_TIMEOUT).
         """
         self.path = Path(path)
-        self.busy_timeout = BUSY_TIMEOUT if busy_timeout is None else busy_timeout
+        self._busy_timeout = BUSY_TIMEOUT if busy_timeout is None else busy_timeout
         self._lock = threading.RLock()
-        self._db = open_database(self.path, migrations, self.busy_timeout)
+        self._db = open_database(self.path, migrations, self._busy_timeout)
+
+    @property
+    def busy_timeout(self) -> float:
+        """Seconds a statement waits for another process's lock before a StoreError."""
+        return self._busy_timeout
+
+    @busy_timeout.setter
+    def busy_timeout(self, seconds: float) -> None:
+        with self._lock:
+            self._db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+            self._busy_timeout = seconds
 
     @property
     def schema_version(self) -> int:
