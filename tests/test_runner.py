@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from sage_tui.core.training.events import read_events
-from sage_tui.core.training.job_folder import STOP_FILE
+from sage_tui.core.training.job_folder import STOP_FILE, JobFolder
 from sage_tui.core.training.jobs import Job
 from sage_tui.core.training.runner import (
     describe_failure,
     last_checkpoint,
-    load_examples,
     worker_count,
 )
 from sage_tui.core.training.spec import JobSpec
+from sage_tui.core.training.training_rows import write_training_rows
 
 REPO = Path(__file__).resolve().parent.parent
 FACTS = REPO / "sample_data" / "sage_tui_facts.jsonl"
@@ -157,17 +157,17 @@ def test_the_specs_placeholder_values_reach_the_training_rows(tmp_path: Path) ->
         dataset=str(data),
         placeholders={"name": "Sage"},
     )
-    assert load_examples(spec) == (
-        [
-            {
-                "messages": [
-                    {"role": "user", "content": "Who are you?"},
-                    {"role": "assistant", "content": "I am Sage."},
-                ]
-            }
-        ],
-        [],
-    )
+    folder = JobFolder(tmp_path / "j")
+    assert write_training_rows(spec, folder) == (1, 0)
+    assert [json.loads(line) for line in folder.train_rows.read_text().splitlines()] == [
+        {
+            "messages": [
+                {"role": "user", "content": "Who are you?"},
+                {"role": "assistant", "content": "I am Sage."},
+            ]
+        }
+    ]
+    assert folder.eval_rows.read_text() == ""
 
 
 def test_resume_without_a_checkpoint_fails_clearly(tmp_path: Path, builtin_model_dir: Path) -> None:

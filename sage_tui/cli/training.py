@@ -150,7 +150,7 @@ def _finetune(studio, args: argparse.Namespace) -> int:
     where = f"on {job.placement}" if job.placement else "waits for a free GPU or slot"
     print(
         f"{job.id}: {job.status}, {where} ({prepared.preset.name} preset,"
-        f" {len(check.loaded.examples)} rows, log: {job.folder.log_file})",
+        f" {check.loaded.usable} rows, log: {job.folder.log_file})",
         file=sys.stderr,
     )
     return _wait(studio, job.id) if args.wait else 0

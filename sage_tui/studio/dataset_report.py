@@ -33,15 +33,15 @@ def _clip(text: str, limit: int) -> str:
 def describe_check(check: DatasetCheck, preview: Any | None, preview_error: str | None) -> str:
     """What the Check found: the verdict, problems, warnings, then the token statistics."""
     loaded = check.loaded
-    lines = [
-        f"{len(loaded.examples)} rows of {loaded.total_rows} usable, format {loaded.format.value}"
-    ]
+    lines = [f"{loaded.usable} rows of {loaded.total_rows} usable, format {loaded.format.value}"]
     lines.append(check.verdict)
     lines += [f"problem: {problem}" for problem in loaded.problems[:5]]
     lines += [f"warning: {warning}" for warning in check.warnings()]
     if preview is not None:
+        # A check keeps only the first rows of a big file (CHECK_KEEP): say so.
+        measured = f" (first {preview.count} rows)" if preview.count < loaded.usable else ""
         lines.append(
-            f"tokens: min {preview.min_tokens}  median {preview.median_tokens:.0f}"
+            f"tokens{measured}: min {preview.min_tokens}  median {preview.median_tokens:.0f}"
             f"  max {preview.max_tokens}  ({preview.truncated} over max length"
             f" {preview.max_length})"
         )

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from sage_tui.core.data import (
     DatasetError,
     LoadedDataset,
-    find_placeholders,
     invalid_rows_message,
     load_dataset_file,
 )
@@ -33,6 +32,11 @@ from sage_tui.studio.state import JobEnded, JobsChanged, ModelsChanged, Observer
 if TYPE_CHECKING:
     from sage_tui.core.store import ModelRecord
     from sage_tui.services import Services
+
+
+CHECK_KEEP = 5000
+"""Examples a dataset check holds in memory (for the token preview); the figures and
+problems cover every row whatever the file's size."""
 
 
 def default_task_id() -> str:
@@ -65,7 +69,8 @@ class DatasetCheck:
     """What a dataset check found, and what Start will do with the file."""
 
     loaded: LoadedDataset
-    """The rows read with invalid ones set aside (so the figures cover the whole file)."""
+    """The rows read with invalid ones set aside (so the figures cover the whole file); its
+    `examples` are the first CHECK_KEEP."""
     skip_invalid: bool
     unfilled: dict[str, int]
     """`{{name}}` placeholders left unfilled, with the rows holding each."""
@@ -84,7 +89,7 @@ class DatasetCheck:
         if self.skip_invalid:
             return (
                 f"{loaded.skipped} invalid rows of {loaded.total_rows} will be skipped:"
-                f" training on {len(loaded.examples)}"
+                f" training on {loaded.usable}"
             )
         return (
             f"{loaded.skipped} of {loaded.total_rows} rows are invalid: Start refuses this file;"
@@ -118,7 +123,7 @@ def check_dataset(
     skip_invalid: bool = False,
     placeholders: Mapping[str, str] | None = None,
 ) -> DatasetCheck:
-    """Read every row of a dataset; DatasetError when it cannot be used at all.
+    """Read every row of a dataset (streaming it); DatasetError when it cannot be used at all.
 
     Invalid rows are always read past, so the check reports on the whole file; whether Start
     accepts them is `skip_invalid`, the same value Start will use.
@@ -128,8 +133,9 @@ def check_dataset(
         fmt=fmt,
         skip_invalid=True,
         placeholders=dict(placeholders or {}),
+        keep=CHECK_KEEP,
     )
-    return DatasetCheck(loaded, skip_invalid, find_placeholders(loaded.examples))
+    return DatasetCheck(loaded, skip_invalid, loaded.unfilled)
 
 
 def build_spec(
@@ -208,7 +214,9 @@ class JobDesk:
         if check.refused:
             loaded = check.loaded
             raise DatasetError(
-                invalid_rows_message(str(loaded.path), loaded.problems, loaded.total_rows)
+                invalid_rows_message(
+                    str(loaded.path), loaded.problems, loaded.total_rows, loaded.skipped
+                )
             )
         return PreparedJob(build_spec(request, base, check, preset), check, preset)
 

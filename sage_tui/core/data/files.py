@@ -1,9 +1,15 @@
-"""Reading dataset files into rows, each with the line where it starts.
+"""Reading dataset files row by row, each row with the line where it starts.
 
 `.jsonl` is JSON lines; `.json` is a JSON array, an object holding one list such as
 `{"data": [...]}`, or JSON lines saved under that name; `.csv` has a header row, and its list
 columns (`messages`, `conversations`, `history`) hold JSON. Line numbers are found without a
 second parser, so an error can point at the row in the user's own file.
+
+Only regular files are read (`lines`). Memory stays bounded whatever the size: `.jsonl` and
+`.csv` are read a line at a time (a row may hold at most `lines.MAX_ROW_CHARS` characters),
+and iterating a :class:`RowFile` reads the file again rather than keeping its rows. The
+standard library parses a `.json` document only whole, so a `.json` file is read whole up to
+:data:`MAX_JSON_BYTES` and a larger one is refused with the way to turn it into JSON lines.
 """
 
 from __future__ import annotations
@@ -12,14 +18,20 @@ import contextlib
 import csv
 import io
 import json
+import os
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sage_tui.core.data.formats import DatasetError, json_type, marked_format
+from sage_tui.core.data.lines import MAX_ROW_CHARS, numbered_lines, open_regular, text_of, too_long
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".jsonl", ".json", ".csv")
+
+MAX_JSON_BYTES = 256 * 1024 * 1024
+"""The largest `.json` file read: it is parsed whole, which costs several times its size."""
 
 # CSV cells are strings; these columns hold lists, written as JSON inside the cell.
 _JSON_COLUMNS = ("messages", "conversations", "history")
@@ -39,38 +51,51 @@ def _fail(source: str, what: str) -> DatasetError:
     return DatasetError(f"{source}: {what}")
 
 
-def _decode(source: str, data: bytes) -> str:
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):,.0f} MiB"
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON lines
+
+
+def _loads(text: str) -> Any:
+    """json.loads, with nesting too deep for the parser as a JSONDecodeError."""
     try:
-        # utf-8-sig: spreadsheet exports often start with a byte-order mark.
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        byte = data[err.start]
-        raise _fail(
-            source,
-            f"line {line} is not valid UTF-8 (byte 0x{byte:02x} at column {column});"
-            " save the file as UTF-8",
-        ) from None
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
 
-def _read_jsonl(text: str) -> list[Row]:
-    rows: list[Row] = []
-    # Not splitlines(): JSON strings may hold a raw U+2028, which splitlines() breaks on.
-    for number, raw in enumerate(text.split("\n"), start=1):
+def _jsonl_rows(lines: Iterable[tuple[int, str | None]]) -> Iterator[Row]:
+    index = 0
+    for number, raw in lines:
+        if raw is None:
+            yield Row(number, index, None, too_long())
+            index += 1
+            continue
         stripped = raw.strip()
         if not stripped:
             continue
         try:
-            value = json.loads(stripped)
+            value = _loads(stripped)
         except json.JSONDecodeError as err:
-            offset = len(raw) - len(raw.lstrip())
-            reason = f"not valid JSON: {err.msg} (column {err.colno + offset})"
-            rows.append(Row(number, len(rows), None, reason))
-            continue
-        rows.append(Row(number, len(rows), value))
-    return rows
+            where = ""
+            if err.msg != "nested too deeply":
+                where = f" (column {err.colno + len(raw) - len(raw.lstrip())})"
+            yield Row(number, index, None, f"not valid JSON: {err.msg}{where}")
+        else:
+            yield Row(number, index, value)
+        index += 1
 
+
+def _split_lines(text: str) -> Iterator[tuple[int, str | None]]:
+    # Not splitlines(): JSON strings may hold a raw U+2028, which splitlines() breaks on.
+    return enumerate(text.split("\n"), start=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON documents
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
@@ -123,14 +148,32 @@ def _lines_of(text: str, offsets: list[int]) -> list[int]:
     return lines
 
 
+def _decode(source: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        byte = data[err.start]
+        raise _fail(
+            source,
+            f"line {line} is not valid UTF-8 (byte 0x{byte:02x} at column {column});"
+            " save the file as UTF-8",
+        ) from None
+
+
 def _read_json(source: str, text: str) -> tuple[list[Row], bool]:
     """Rows of a .json file, and whether they came from an array (rather than JSON lines)."""
+    if not text.strip():
+        return [], True
     try:
-        document = json.loads(text)
+        document = _loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data" and text.lstrip().startswith("{"):
             # JSON lines saved as .json: common enough to just read them.
-            return _read_jsonl(text), False
+            return list(_jsonl_rows(_split_lines(text))), False
+        if err.msg == "nested too deeply":
+            raise _fail(source, "not valid JSON: nested too deeply for the parser") from None
         raise _fail(
             source, f"not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
         ) from None
@@ -156,10 +199,43 @@ def _read_json(source: str, text: str) -> tuple[list[Row], bool]:
     ], True
 
 
-def _read_csv(source: str, text: str) -> list[Row]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    rows: list[Row] = []
+def _json_document(source: str, binary: IO[bytes]) -> tuple[list[Row], bool]:
+    size = os.fstat(binary.fileno()).st_size
+    if size > MAX_JSON_BYTES:
+        raise _fail(
+            source,
+            f"a .json file is read whole, up to {_mib(MAX_JSON_BYTES)}, and this one holds"
+            f" {_mib(size)}; save it as JSON lines (.jsonl, one row a line, read row by row),"
+            " for instance with: jq -c '.[]' FILE.json > FILE.jsonl",
+        )
+    return _read_json(source, _decode(source, binary.read()))
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV
+
+
+def _csv_lines(source: str, lines: Iterable[tuple[int, str | None]]) -> Iterator[str]:
+    for number, line in lines:
+        if line is None:
+            # A CSV record may span lines, so there is no telling where the next one starts.
+            raise _fail(source, f"line {number}: {too_long()}")
+        yield line
+
+
+def _csv_rows(source: str, stream: io.TextIOWrapper) -> Iterator[Row]:
+    # The limit is process-wide; it is only ever raised, to the cap on one row.
+    if csv.field_size_limit() < MAX_ROW_CHARS:
+        csv.field_size_limit(MAX_ROW_CHARS)
+    reader = csv.DictReader(_csv_lines(source, numbered_lines(source, stream)))
+    index = 0
     try:
+        if reader.fieldnames is not None and not any(n.strip() for n in reader.fieldnames):
+            raise _fail(
+                source,
+                f"line {reader.line_num}: the header row names no columns (the first line of"
+                " a .csv names them, for instance instruction,output)",
+            )
         for record in reader:
             value: dict[str, Any] = {}
             newlines = 0
@@ -170,21 +246,57 @@ def _read_csv(source: str, text: str) -> list[Row]:
                 if key in _JSON_COLUMNS and cell.lstrip().startswith("["):
                     # Left a string when broken: validation then says "must be a list".
                     with contextlib.suppress(json.JSONDecodeError):
-                        cell = json.loads(cell)
+                        cell = _loads(cell)
                 value[key] = cell
             # line_num is where the record ends; quoted cells may span lines.
-            rows.append(Row(reader.line_num - newlines, len(rows), value))
+            yield Row(reader.line_num - newlines, index, value)
+            index += 1
     except csv.Error as err:
-        raise _fail(source, f"line {reader.line_num}: not valid CSV ({err})") from None
-    return rows
+        if "field larger than field limit" in str(err):
+            reason = f"a cell is {too_long()}"
+        else:
+            reason = f"not valid CSV ({err})"
+        raise _fail(source, f"line {reader.line_num}: {reason}") from None
 
 
-def read_rows(path: Path) -> tuple[list[Row], bool]:
-    """The rows of a dataset file, and whether they came from a JSON array (rather than lines).
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+@dataclass(frozen=True)
+class RowFile:
+    """A dataset file checked to be readable; iterating it reads its rows (again each time).
+
+    `in_array` is True when the rows come from a JSON array (they are then also shown by
+    number). A `.json` file's rows are parsed when it is opened and kept; other files are
+    streamed.
+    """
+
+    path: Path
+    in_array: bool = False
+    _json_rows: list[Row] | None = field(default=None, repr=False)
+
+    def __iter__(self) -> Iterator[Row]:
+        if self._json_rows is not None:
+            yield from self._json_rows
+            return
+        source = str(self.path)
+        is_csv = self.path.suffix.lower() == ".csv"
+        with open_regular(self.path) as binary, text_of(binary, "" if is_csv else "\n") as text:
+            if is_csv:
+                yield from _csv_rows(source, text)
+            else:
+                yield from _jsonl_rows(numbered_lines(source, text))
+
+
+def open_rows(path: Path) -> RowFile:
+    """The dataset file at `path`, ready to be read row by row.
 
     Raises DatasetError naming the file when it cannot be read as a whole: unsupported type,
-    missing, not UTF-8, not valid JSON or CSV. A JSON line that does not parse is a row with
-    `error` set, so the other rows can still be used.
+    missing, not a regular file, or (for `.json`, parsed here) not valid JSON or too large.
+    Reading the rows raises DatasetError for a line that is not UTF-8 or not valid CSV; a
+    JSON line that does not parse, or is longer than MAX_ROW_CHARS, is a row with `error`
+    set, so the other rows can still be used.
     """
     source = str(path)
     suffix = path.suffix.lower()
@@ -194,17 +306,14 @@ def read_rows(path: Path) -> tuple[list[Row], bool]:
             source,
             f"unsupported file type {shown} (supported: {', '.join(SUPPORTED_EXTENSIONS)})",
         )
-    if not path.exists():
-        raise DatasetError(f"{source} does not exist")
-    if path.is_dir():
-        raise DatasetError(f"{source} is a folder, not a dataset file")
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise DatasetError(f"cannot read {source}: {err.strerror or err}") from None
-    text = _decode(source, data)
-    if suffix == ".jsonl":
-        return _read_jsonl(text), False
-    if suffix == ".json":
-        return _read_json(source, text)
-    return _read_csv(source, text), False
+    with open_regular(path) as binary:
+        if suffix == ".json":
+            rows, in_array = _json_document(source, binary)
+            return RowFile(path, in_array, rows)
+    return RowFile(path)
+
+
+def read_rows(path: Path) -> tuple[list[Row], bool]:
+    """All rows of a (small) dataset file in a list, and whether they came from a JSON array."""
+    rows = open_rows(path)
+    return list(rows), rows.in_array

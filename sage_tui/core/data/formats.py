@@ -61,7 +61,8 @@ _SHOWN_KEYS: dict[Format, str] = {
     Format.PROMPT_COMPLETION: "prompt, completion",
     Format.TEXT: "text",
 }
-_DETECT_ROWS = 20
+DETECT_ROWS = 20
+"""Rows whose keys decide the format when none is named."""
 
 _MESSAGE_ROLES: dict[str, str] = {role: role for role in ROLES}
 _SHAREGPT_ROLES: dict[str, str] = {
@@ -146,7 +147,7 @@ def detect_format(rows: Sequence[object], *, source: str = "dataset") -> Format:
     `source` names the file in the error raised when the rows are in no format understood or
     disagree with no clear majority.
     """
-    objects = [row for row in rows if isinstance(row, dict)][:_DETECT_ROWS]
+    objects = [row for row in rows if isinstance(row, dict)][:DETECT_ROWS]
     votes = Counter(marked_format(row) for row in objects)
     order = list(Format)
     ranked = sorted(

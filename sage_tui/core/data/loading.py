@@ -9,6 +9,11 @@ row refuses the file, so nobody trains on half a dataset without noticing. `spli
 `write_jsonl` save train/eval files; `dataset_preview` renders examples through the model's
 chat template and measures them.
 
+The file is read in one streaming pass: `keep` bounds the examples held in memory (a check of
+a multi-gigabyte file keeps the first few thousand and counts the rest), `iter_examples`
+reads the usable examples again one at a time, and `held_out` decides the train/eval split
+by position without a list of the examples.
+
 Nothing heavy is imported here: the tokenizer is handed in by the caller.
 """
 
@@ -17,13 +22,16 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path
 
 from sage_tui.core.atomic import write_atomic
-from sage_tui.core.data.files import SUPPORTED_EXTENSIONS, read_rows
+from sage_tui.core.data.files import SUPPORTED_EXTENSIONS, Row, RowFile, open_rows
 from sage_tui.core.data.formats import (
+    DETECT_ROWS,
     FORMATS,
     ROLES,
     DatasetError,
@@ -37,10 +45,11 @@ from sage_tui.core.data.formats import (
     to_messages,
 )
 from sage_tui.core.data.placeholders import (
+    PlaceholderTally,
+    fill_example,
     fill_placeholders,
     find_placeholders,
     is_placeholder_warning,
-    placeholder_warning,
 )
 
 __all__ = [
@@ -57,7 +66,9 @@ __all__ = [
     "detect_format",
     "fill_placeholders",
     "find_placeholders",
+    "held_out",
     "invalid_rows_message",
+    "iter_examples",
     "load_dataset_file",
     "parse_format",
     "split",
@@ -67,6 +78,8 @@ __all__ = [
 ]
 
 _SHOWN_PROBLEMS = 5
+KEPT_PROBLEMS = 1000
+"""Invalid rows described in `LoadedDataset.problems`; the rest are only counted."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,12 @@ class RowProblem:
 
 @dataclass
 class LoadedDataset:
-    """A dataset file read, validated and converted."""
+    """A dataset file read, validated and converted.
+
+    `examples` holds every usable example, or only the first ones when loaded with `keep`;
+    `usable` counts them all. `problems` describes the first KEPT_PROBLEMS invalid rows,
+    `skipped` counts them all.
+    """
 
     path: Path
     format: Format
@@ -95,11 +113,19 @@ class LoadedDataset:
     problems: list[RowProblem] = field(default_factory=list)
     skipped: int = 0
     warnings: list[str] = field(default_factory=list)
+    usable: int = -1
+    """Usable examples in the file; -1 (when built by hand): len(examples)."""
+    unfilled: dict[str, int] = field(default_factory=dict)
+    """`{{name}}` placeholders left unfilled, with the number of usable rows holding each."""
+
+    def __post_init__(self) -> None:
+        if self.usable < 0:
+            self.usable = len(self.examples)
 
     @property
     def total_rows(self) -> int:
         """Rows in the file, kept and skipped."""
-        return len(self.examples) + self.skipped
+        return self.usable + self.skipped
 
     @property
     def is_text(self) -> bool:
@@ -107,30 +133,78 @@ class LoadedDataset:
         return self.format is Format.TEXT
 
     def fill_placeholders(self, values: Mapping[str, str]) -> LoadedDataset:
-        """A copy with `{{name}}` placeholders filled from `values`, warnings recomputed."""
+        """A copy with `{{name}}` placeholders filled from `values`, warnings recomputed (from
+        the examples held: load with `placeholders` instead when only some are kept)."""
         examples = fill_placeholders(self.examples, values)
+        tally = PlaceholderTally()
+        for example in examples:
+            tally.add(example)
         kept = [w for w in self.warnings if not is_placeholder_warning(w)]
-        warning = placeholder_warning(str(self.path), examples)
-        return replace(self, examples=examples, warnings=kept + ([warning] if warning else []))
+        warning = tally.warning(str(self.path))
+        return replace(
+            self,
+            examples=examples,
+            warnings=kept + ([warning] if warning else []),
+            unfilled=tally.found(),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading
 
 
-def _problem_list(problems: Sequence[RowProblem]) -> str:
+def _problem_list(problems: Sequence[RowProblem], count: int) -> str:
     shown = "; ".join(str(p) for p in problems[:_SHOWN_PROBLEMS])
-    if len(problems) > _SHOWN_PROBLEMS:
-        shown += f"; and {len(problems) - _SHOWN_PROBLEMS} more"
+    if count > _SHOWN_PROBLEMS:
+        shown += f"; and {count - _SHOWN_PROBLEMS} more"
     return shown
 
 
-def invalid_rows_message(source: str, problems: Sequence[RowProblem], total: int) -> str:
-    """Why a file with invalid rows is refused: how many, the first few, and the way out."""
+def invalid_rows_message(
+    source: str, problems: Sequence[RowProblem], total: int, count: int | None = None
+) -> str:
+    """Why a file with invalid rows is refused: how many (`count`, default all `problems`),
+    the first few, and the way out."""
+    count = len(problems) if count is None else count
     return (
-        f"{source}: {len(problems)} of {total} rows are invalid"
-        f" ({_problem_list(problems)}); fix them, or skip invalid rows (--skip-invalid)"
+        f"{source}: {count} of {total} rows are invalid"
+        f" ({_problem_list(problems, count)}); fix them, or skip invalid rows (--skip-invalid)"
     )
+
+
+def _detected(rows: RowFile, fmt: str | Format | None) -> tuple[Format, Iterator[Row]]:
+    """The format (`fmt`, or detected from the first rows) and all the rows, in order."""
+    source = str(rows.path)
+    stream = iter(rows)
+    if fmt is not None:
+        return parse_format(fmt), stream
+    head: list[Row] = []
+    objects = 0
+    for row in stream:
+        head.append(row)
+        objects += row.error is None and isinstance(row.value, dict)
+        if objects >= DETECT_ROWS:
+            break
+    if not head:
+        raise DatasetError(f"{source} has no rows")
+    chosen = detect_format([r.value for r in head if r.error is None], source=source)
+    return chosen, chain(head, stream)
+
+
+def _converted(
+    rows: Iterable[Row], fmt: Format, placeholders: Mapping[str, str] | None
+) -> Iterator[tuple[Row, Example | str]]:
+    """Each row with its example (placeholders filled), or the reason it is invalid."""
+    for row in rows:
+        if row.error is not None:
+            yield row, row.error
+            continue
+        try:
+            example = to_example(row.value, fmt, line=row.line)
+        except InvalidRow as err:
+            yield row, str(err)
+            continue
+        yield row, fill_example(example, placeholders) if placeholders else example
 
 
 def load_dataset_file(
@@ -139,80 +213,104 @@ def load_dataset_file(
     fmt: str | Format | None = None,
     skip_invalid: bool = False,
     placeholders: Mapping[str, str] | None = None,
+    keep: int | None = None,
 ) -> LoadedDataset:
-    """Read, validate and convert a dataset file.
+    """Read, validate and convert a dataset file, streaming it.
 
     `fmt` names the format (detected from the rows when None). Any invalid row raises
     DatasetError listing the first few as `line N: reason`, unless `skip_invalid`, which keeps
     the valid rows and records the rest in `problems`. No valid row at all always raises.
     `placeholders` fills `{{name}}` in the examples; the warning names only those left.
+    `keep` holds only the first `keep` examples in memory (None: all of them); the counts,
+    problems and warnings cover the whole file either way.
     """
     path = Path(path)
     source = str(path)
-    rows, in_array = read_rows(path)
-    if not rows:
-        raise DatasetError(f"{source} has no rows")
-    if fmt is None:
-        chosen = detect_format([r.value for r in rows if r.error is None], source=source)
-    else:
-        chosen = parse_format(fmt)
+    rows = open_rows(path)
+    chosen, stream = _detected(rows, fmt)
     examples: list[Example] = []
     problems: list[RowProblem] = []
-    for row in rows:
-        reason = row.error
-        if reason is None:
-            try:
-                examples.append(to_example(row.value, chosen, line=row.line))
-                continue
-            except InvalidRow as err:
-                reason = str(err)
-        problems.append(RowProblem(row.line, row.index, reason, in_array))
-    if not examples:
+    invalid = 0
+    tally = PlaceholderTally()
+    for row, result in _converted(stream, chosen, placeholders):
+        if isinstance(result, Example):
+            tally.add(result)
+            if keep is None or len(examples) < keep:
+                examples.append(result)
+            continue
+        invalid += 1
+        if len(problems) < KEPT_PROBLEMS:
+            problems.append(RowProblem(row.line, row.index, result, rows.in_array))
+    if not tally.rows and not invalid:
+        raise DatasetError(f"{source} has no rows")
+    if not tally.rows:
         raise DatasetError(
-            f"{source}: all {len(rows)} rows are invalid as {chosen.value}"
-            f" ({_problem_list(problems)})"
+            f"{source}: all {invalid} rows are invalid as {chosen.value}"
+            f" ({_problem_list(problems, invalid)})"
         )
-    if problems and not skip_invalid:
-        raise DatasetError(invalid_rows_message(source, problems, len(rows)))
-    if placeholders:
-        examples = fill_placeholders(examples, placeholders)
-    warning = placeholder_warning(source, examples)
+    if invalid and not skip_invalid:
+        raise DatasetError(invalid_rows_message(source, problems, invalid + tally.rows, invalid))
+    warning = tally.warning(source)
     return LoadedDataset(
         path=path,
         format=chosen,
         examples=examples,
         problems=problems,
-        skipped=len(problems),
+        skipped=invalid,
         warnings=[warning] if warning else [],
+        usable=tally.rows,
+        unfilled=tally.found(),
     )
+
+
+def iter_examples(
+    path: str | os.PathLike[str],
+    fmt: str | Format,
+    *,
+    placeholders: Mapping[str, str] | None = None,
+) -> Iterator[Example]:
+    """The usable examples of a dataset file, one at a time, in order (invalid rows are left
+    out: check the file with `load_dataset_file` first)."""
+    rows = open_rows(Path(path))
+    for _, result in _converted(rows, parse_format(fmt), placeholders):
+        if isinstance(result, Example):
+            yield result
 
 
 # ---------------------------------------------------------------------------------------------
 # Splitting and saving
 
 
-def split(
-    examples: Sequence[Example], eval_fraction: float, seed: int = 0
-) -> tuple[list[Example], list[Example]]:
-    """(train, eval): a deterministic random `eval_fraction` of the examples held out.
+def held_out(total: int, eval_fraction: float, seed: int = 0) -> bytearray:
+    """Which of `total` examples are held out for evaluation: one flag (0 or 1) each.
 
-    Both parts keep the original order. A fraction above 0 holds out at least one example when
-    there are two or more; the fraction must lie in [0, 0.5].
+    A deterministic random `eval_fraction` of them; above 0 it holds out at least one when
+    there are two or more; the fraction must lie in [0, 0.5]. Positions are shuffled in an
+    array of integers, so millions of examples cost megabytes, not a list of them.
     """
     if not 0 <= eval_fraction <= 0.5:
         raise DatasetError(f"eval fraction must be between 0 and 0.5, got {eval_fraction}")
-    total = len(examples)
     wanted = round(total * eval_fraction)
     if eval_fraction > 0 and total >= 2:
         wanted = max(1, wanted)
     wanted = min(wanted, max(total - 1, 0))
+    flags = bytearray(total)
     if wanted == 0:
-        return list(examples), []
-    order = list(range(total))
-    random.Random(seed).shuffle(order)
-    held = set(order[:wanted])
-    train = [e for i, e in enumerate(examples) if i not in held]
-    evaluation = [e for i, e in enumerate(examples) if i in held]
+        return flags
+    order = array("Q", range(total))
+    random.Random(seed).shuffle(order)  # type: ignore[arg-type]  # any mutable sequence
+    for position in order[:wanted]:
+        flags[position] = 1
+    return flags
+
+
+def split(
+    examples: Sequence[Example], eval_fraction: float, seed: int = 0
+) -> tuple[list[Example], list[Example]]:
+    """(train, eval): the examples `held_out` chooses held out, both parts in their order."""
+    flags = held_out(len(examples), eval_fraction, seed)
+    train = [e for e, held in zip(examples, flags, strict=True) if not held]
+    evaluation = [e for e, held in zip(examples, flags, strict=True) if held]
     return train, evaluation
 
 

@@ -26,26 +26,53 @@ def _strings(example: Example) -> Iterable[str]:
             yield message["content"]
 
 
+class PlaceholderTally:
+    """Unfilled `{{name}}` placeholders counted over examples as they go by (one pass, no
+    list kept): the rows holding each name, the rows holding any, and the rows seen."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.rows_holding = 0
+        self.rows = 0
+
+    def add(self, example: Example) -> None:
+        """Count one example."""
+        self.rows += 1
+        names = {name for text in _strings(example) for name in _PLACEHOLDER.findall(text)}
+        if names:
+            self.rows_holding += 1
+            self.counts.update(names)
+
+    def found(self) -> dict[str, int]:
+        """Each name with the number of examples holding it, sorted by name."""
+        return dict(sorted(self.counts.items()))
+
+    def warning(self, source: str) -> str | None:
+        """The warning about the placeholders counted (in file `source`), or None."""
+        if not self.counts:
+            return None
+        names = ", ".join("{{" + name + "}}" for name in self.found())
+        return (
+            f"{source}: {self.rows_holding} of {self.rows} rows hold {_WARNING_MARK} {names};"
+            " fill them in before training"
+        )
+
+
+def _tally(examples: Iterable[Example]) -> PlaceholderTally:
+    tally = PlaceholderTally()
+    for example in examples:
+        tally.add(example)
+    return tally
+
+
 def find_placeholders(examples: Iterable[Example]) -> dict[str, int]:
     """Unfilled `{{name}}` placeholders: each name with the number of examples holding it."""
-    counts: Counter[str] = Counter()
-    for example in examples:
-        names = {name for text in _strings(example) for name in _PLACEHOLDER.findall(text)}
-        counts.update(names)
-    return dict(sorted(counts.items()))
+    return _tally(examples).found()
 
 
-def placeholder_warning(source: str, examples: Sequence[Example]) -> str | None:
+def placeholder_warning(source: str, examples: Iterable[Example]) -> str | None:
     """The warning about unfilled placeholders in `examples` (of file `source`), or None."""
-    found = find_placeholders(examples)
-    if not found:
-        return None
-    rows = sum(1 for e in examples if any(_PLACEHOLDER.search(text) for text in _strings(e)))
-    names = ", ".join("{{" + name + "}}" for name in found)
-    return (
-        f"{source}: {rows} of {len(examples)} rows hold {_WARNING_MARK} {names};"
-        " fill them in before training"
-    )
+    return _tally(examples).warning(source)
 
 
 def is_placeholder_warning(warning: str) -> bool:
@@ -67,6 +94,11 @@ def _fill(value: Any, values: Mapping[str, str]) -> Any:
             value, messages=_fill(value.messages, values), text=_fill(value.text, values)
         )
     return value
+
+
+def fill_example(example: Example, values: Mapping[str, str]) -> Example:
+    """A copy of `example` with `{{name}}` replaced from `values` (see fill_placeholders)."""
+    return _fill(example, values)
 
 
 def fill_placeholders(rows: Sequence[Any], values: Mapping[str, str]) -> list[Any]:

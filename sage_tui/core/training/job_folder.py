@@ -10,6 +10,9 @@ files. A job folder holds:
 - `train.log`: everything the runner printed, after a header line per start;
 - `STOP`: present while a stop was asked; the runner saves a checkpoint and exits with
   :data:`EXIT_STOPPED`;
+- `train.jsonl`, `eval.jsonl`: the dataset's rows as the trainer gets them (converted, with
+  placeholders filled, split), written by the runner at each start so the dataset is streamed
+  rather than held in memory; `dataset_cache/`: the memory-mapped Arrow files made from them;
 - `checkpoints/checkpoint-N/`: the trainer's checkpoints; one counts only once its adapter
   weights are there and its `trainer_state.json` (written last) reads back whole;
 - the adapter (`adapter_model.safetensors`, `adapter_config.json`, tokenizer files),
@@ -31,6 +34,9 @@ EVENTS_FILE = "events.jsonl"
 LOG_FILE = "train.log"
 STOP_FILE = "STOP"
 CHECKPOINTS = "checkpoints"
+TRAIN_ROWS = "train.jsonl"
+EVAL_ROWS = "eval.jsonl"
+DATASET_CACHE = "dataset_cache"
 CHECKPOINT_DONE = "trainer_state.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINING_ARGS = "training_args.json"
@@ -73,6 +79,18 @@ class JobFolder:
     @property
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINTS
+
+    @property
+    def train_rows(self) -> Path:
+        return self.path / TRAIN_ROWS
+
+    @property
+    def eval_rows(self) -> Path:
+        return self.path / EVAL_ROWS
+
+    @property
+    def dataset_cache(self) -> Path:
+        return self.path / DATASET_CACHE
 
     @property
     def adapter_weights(self) -> Path:

@@ -54,6 +54,7 @@ from sage_tui.core.training.job_folder import (
     JobFolder,
 )
 from sage_tui.core.training.spec import JobSpec
+from sage_tui.core.training.training_rows import training_datasets, write_training_rows
 from sage_tui.core.training.workers import join_process_group, run_workers
 from sage_tui.errors import one_line
 
@@ -63,27 +64,6 @@ PROCESSES_ENV = "SAGE_TRAIN_PROCESSES"
 def last_checkpoint(job_dir: Path) -> Path | None:
     """The newest complete checkpoint of the job in `job_dir` (see JobFolder.last_checkpoint)."""
     return JobFolder(job_dir).last_checkpoint()
-
-
-def load_examples(spec: JobSpec) -> tuple[list[dict], list[dict]]:
-    """Training and evaluation rows for TRL: {"messages": [...]} or {"text": ...}, with the
-    spec's placeholder values filled in."""
-    from sage_tui.core.data import load_dataset_file, split
-
-    loaded = load_dataset_file(
-        Path(spec.dataset),
-        fmt=spec.dataset_format,
-        skip_invalid=spec.skip_invalid,
-        placeholders=spec.placeholders,
-    )
-    train, evaluation = split(loaded.examples, spec.eval_fraction, seed=spec.seed)
-
-    def rows(examples: list) -> list[dict]:
-        if loaded.is_text:
-            return [{"text": e.text} for e in examples]
-        return [{"messages": e.messages} for e in examples]
-
-    return rows(train), rows(evaluation)
 
 
 def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None) -> Any:
@@ -190,10 +170,12 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
     spec = folder.read_spec().check()
     if _rank() == 0 and (removed := remove_partial(folder)):
         print(f"removed checkpoints cut short: {', '.join(removed)}", flush=True)
-    train_rows, eval_rows = load_examples(spec)
+    if _rank() == 0:
+        write_training_rows(spec, folder)
+    _wait_for_rank_zero()
+    train_dataset, eval_dataset = training_datasets(folder)
 
     import torch
-    from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -218,7 +200,7 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
         save_strategy="steps",
         save_steps=spec.save_steps,
         save_total_limit=3,
-        eval_strategy="steps" if eval_rows else "no",
+        eval_strategy="steps" if eval_dataset is not None else "no",
         eval_steps=spec.save_steps,
         seed=spec.seed,
         report_to=[],
@@ -246,8 +228,8 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
     trainer = SFTTrainer(
         model=spec.base_path,
         args=config,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=lora,
         callbacks=[reporter],
@@ -318,6 +300,15 @@ def describe_failure(err: BaseException, job_dir: Path) -> tuple[str, str]:
 def _rank() -> int:
     """This worker's rank under torch.distributed.run; 0 when training alone."""
     return int(os.environ.get("RANK", "0") or 0)
+
+
+def _wait_for_rank_zero() -> None:
+    """Under several workers: wait until rank 0 got here (it writes the rows the others
+    read). One worker alone: nothing."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def _agreed(flag: bool) -> bool:
