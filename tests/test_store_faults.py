@@ -259,11 +259,23 @@ def test_a_write_the_disk_refuses_is_one_line_and_rolled_back(tmp_path: Path) ->
     writable_by_others(path)
 
 
+LATER = (
+    *MIGRATIONS,
+    # A later migration with a trigger and a ';' in a string: applied whole, and only once.
+    """
+    CREATE TABLE audit (what TEXT NOT NULL);
+    CREATE TRIGGER audit_titles AFTER UPDATE OF title ON conversations BEGIN
+        INSERT INTO audit (what) VALUES ('title; changed');
+    END;
+    """,
+)
+
+
 def open_and_write(path: str, barrier, results) -> None:
     """One process of the race: open the fresh home's database at the barrier, then write."""
     barrier.wait()
     try:
-        chats = ConversationStore(Store(Path(path)))
+        chats = ConversationStore(Store(Path(path), migrations=LATER))
         chats.add_message(chats.create(), "user", "hello")
         results.put("")
     except BaseException as err:  # the race's loser, whatever it raised
@@ -287,9 +299,10 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(tmp_path: Path) 
         for child in children:
             child.join(timeout=60)
         assert [e for e in errors if e] == [], f"attempt {attempt}"
-        store = Store(path)
-        assert store.schema_version == len(MIGRATIONS)
+        store = Store(path, migrations=LATER)
+        assert store.schema_version == len(LATER)
         assert len(ConversationStore(store).recent()) == processes
+        assert store.query("SELECT what FROM audit")[0][0] == "title; changed"
 
 
 async def test_the_studio_says_the_database_is_locked_and_keeps_the_message(
