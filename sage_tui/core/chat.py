@@ -3,6 +3,11 @@
 A session turns what the user types into an engine request (system prompt + history + new
 message) and records both sides with the reply's figures. A message is saved once the engine
 has accepted it, so a refused message stays with the user instead of half in the database.
+
+The reply's row is written at the same moment, empty and marked cut off (`CUT_OFF` in its
+figures); the screen saves the text as it streams (`save_draft`, about once a second) and the
+mark comes off only when the reply ends (`finish`). A studio killed or hung up mid-reply so
+leaves the conversation with every message that was shown, the last one marked cut off.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ from sage_tui.core.engines.base import Message, Sampling
 from sage_tui.core.engines.reply import Reply, ReplyStats
 from sage_tui.core.store import ConversationStore, MessageRecord
 from sage_tui.errors import SageError
+
+CUT_OFF = "cut_off"
+"""Set in a reply's figures while it streams: a reply still marked so was cut off by the studio
+closing (killed, hung up, quit) before it ended."""
 
 ReplyStarter = Callable[..., Awaitable[Reply]]
 """Starts a reply: (messages, sampling, model=None) -> Reply (the studio's engine desk)."""
@@ -29,6 +38,8 @@ class ChatSession:
         self.conversation_id: int | None = None
         self.system_prompt = ""
         self.history: list[Message] = []
+        self.draft_id: int | None = None
+        """The saved row of the reply being streamed, until it ends."""
 
     def new(self) -> None:
         """Start an empty conversation (saved when its first message is sent)."""
@@ -43,7 +54,12 @@ class ChatSession:
         messages = self.conversations.messages(conversation_id)
         self.conversation_id = conversation_id
         self.system_prompt = record.system_prompt
-        self.history = [{"role": m.role, "content": m.content} for m in messages]
+        # A reply cut off before its first word is shown, but not sent back to the model.
+        self.history = [
+            {"role": m.role, "content": m.content}
+            for m in messages
+            if m.content or m.role != "assistant"
+        ]
         return messages
 
     def request_messages(self, text: str) -> list[Message]:
@@ -66,14 +82,33 @@ class ChatSession:
             )
         self.conversations.add_message(self.conversation_id, "user", text)
         self.history.append({"role": "user", "content": text})
+        self.draft_id = self.conversations.add_message(
+            self.conversation_id,
+            "assistant",
+            "",
+            model=model,
+            stats={"model": model, CUT_OFF: True},
+        )
+
+    def save_draft(self, text: str) -> None:
+        """Save the reply streamed so far (`text`), still marked cut off."""
+        if self.draft_id is not None:
+            self.conversations.update_message(self.draft_id, text)
 
     def finish(self, text: str, stats: ReplyStats) -> None:
-        """Save a reply (complete or stopped part-way) with its figures."""
-        if self.conversation_id is None:
+        """Save a reply that ended (complete, or stopped part-way) with its figures."""
+        if self.draft_id is None:
             return
-        self.conversations.add_message(
-            self.conversation_id, "assistant", text, model=stats.model, stats=stats_figures(stats)
-        )
+        self.conversations.update_message(self.draft_id, text, stats=stats_figures(stats))
+        self.draft_id = None
+        self.history.append({"role": "assistant", "content": text})
+
+    def cut_off(self, text: str) -> None:
+        """Save a reply the studio is closing in the middle of: `text`, marked cut off."""
+        if self.draft_id is None:
+            return
+        self.save_draft(text)
+        self.draft_id = None
         self.history.append({"role": "assistant", "content": text})
 
 
@@ -85,6 +120,8 @@ def stats_figures(stats: ReplyStats) -> dict:
 def describe_stats(figures: dict) -> str:
     """The line under a reply: model, time to first token, speed, and how it ended."""
     parts = [str(figures.get("model", ""))]
+    if figures.get(CUT_OFF):
+        return " · ".join([*parts, "cut off: the studio closed while this reply streamed"])
     if figures.get("time_to_first_token") is not None:
         parts.append(f"first token {figures['time_to_first_token']:.2f} s")
     parts.append(f"{figures.get('tokens_per_second', 0):.1f} tokens/s")

@@ -9,6 +9,8 @@ their own through the same door.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from importlib import resources
 from pathlib import Path
 
@@ -87,9 +89,20 @@ class SageApp(App[None]):
         self.call_after_refresh(self.refresh_jobs)
         self.set_interval(self.JOB_POLL_SECONDS, self.refresh_jobs, name="poll jobs")
         self.set_interval(self.HEALTH_SECONDS, self.check_engine, name="engine health")
+        if not self.is_headless:
+            # Textual leaves SIGHUP (the terminal or the SSH connection gone) to its default,
+            # which ends the process on the spot: quit as ctrl+q does instead, so the reply
+            # being streamed is saved (marked cut off) and the engine's memory is freed. Jobs
+            # train on in their own sessions.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hung_up)
+
+    def _hung_up(self) -> None:
+        self.call_later(self.action_quit)
 
     def on_unmount(self) -> None:
         self._unsubscribe()
+        if not self.is_headless:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
     # -- studio events ------------------------------------------------------------------------
 
@@ -222,6 +235,11 @@ class SageApp(App[None]):
 
     async def action_quit(self) -> None:
         """Stop the engine (freeing its memory), then exit."""
+        # A reply still streaming is cut off by quitting: saved as such before the engine stops.
+        replies = [w for w in self.workers if w.group == "chat-reply" and not w.is_finished]
+        for worker in replies:
+            worker.cancel()
+        await self.workers.wait_for_complete(replies)
         self.model_status = "stopping the engine"
         await self.studio.shutdown()
         self.exit()

@@ -23,6 +23,9 @@ from sage_tui.studio import EngineState, EngineStatus
 from sage_tui.ui.screens.base import StudioScreen
 from sage_tui.ui.widgets.chat_message import ChatMessage
 
+DRAFT_SAVE_SECONDS = 1.0
+"""How often the reply being streamed is saved."""
+
 
 class ChatScreen(StudioScreen):
     """Chat with the active model; Esc stops a reply, ctrl+n starts a new conversation."""
@@ -148,12 +151,19 @@ class ChatScreen(StudioScreen):
         transcript.scroll_end(animate=False)
         stream = Markdown.get_stream(answer.body)
         parts: list[str] = []
+        saved_at, ended = time.monotonic(), False
         try:
             async for piece in reply:
                 parts.append(piece)
                 await stream.write(piece)
                 transcript.scroll_end(animate=False)
+                if time.monotonic() - saved_at >= DRAFT_SAVE_SECONDS:
+                    # What is shown is saved as it comes: a killed studio loses a second of it.
+                    await asyncio.to_thread(self.session.save_draft, "".join(parts))
+                    saved_at = time.monotonic()
+            ended = True
         except EngineStopped as err:
+            ended = True
             # What arrived is kept and saved; the engine is loaded again on the next message.
             await self.app.studio.engine.check_health()
             self.notify(
@@ -166,8 +176,11 @@ class ChatScreen(StudioScreen):
             await stream.stop()
             self.reply = None
             answer.text = "".join(parts)
-            answer.show_stats(describe_stats(stats_figures(reply.stats)))
-            await asyncio.to_thread(self.session.finish, answer.text, reply.stats)
+            if ended:
+                answer.show_stats(describe_stats(stats_figures(reply.stats)))
+                await asyncio.to_thread(self.session.finish, answer.text, reply.stats)
+            else:  # cancelled: the studio is closing (quit, hung up) in the middle of it
+                await asyncio.to_thread(self.session.cut_off, answer.text)
 
     def action_reload_engine(self) -> None:
         """Load the active model again (after the engine stopped or failed)."""
