@@ -256,7 +256,8 @@ def _csv_rows(source: str, stream: io.TextIOWrapper) -> Iterator[Row]:
             reason = f"a cell is {too_long()}"
         else:
             reason = f"not valid CSV ({err})"
-        raise _fail(source, f"line {reader.line_num}: {reason}") from None
+        # The csv reader's own count: DictReader's stops at the last record it returned.
+        raise _fail(source, f"line {reader.reader.line_num}: {reason}") from None
 
 
 # ---------------------------------------------------------------------------------------------
