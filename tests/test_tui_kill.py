@@ -1,9 +1,11 @@
-"""The real TUI process, killed (SIGKILL) or hung up (its terminal closed) while a reply streams.
+"""The real TUI process, killed (SIGKILL) or hung up (its terminal closed) while a reply streams
+and a real job trains.
 
 `python -m sage_tui` runs under a pseudo-terminal with its own SAGE_HOME and the real built-in
 model on the transformers engine; the test types into it, waits until the reply has been
 streaming for a while (the database says so), then kills it or closes its terminal, and reads
-the conversation back with the real store.
+the conversation back with the real store. The job keeps training, and the next launch
+re-attaches it.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ import pytest
 from sage_tui.config import Settings
 from sage_tui.core.chat import CUT_OFF
 from sage_tui.core.store import ConversationStore, MessageRecord, Store
+from sage_tui.core.training.events import read_events
 from sage_tui.services import open_services
 from tests.conftest import BUILTIN
 
 READY = f"Ask {BUILTIN} (Enter sends".encode()
+FACTS = Path(__file__).resolve().parent.parent / "sample_data" / "sage_tui_facts.jsonl"
 PROMPT = "Write a long story about a dragon who learns to bake bread."
 
 
@@ -124,9 +128,58 @@ def streaming(tui: Tui, home: Path) -> list[MessageRecord]:
     return until(draft_grown, 60, tui, "the reply was not saved as it streamed")
 
 
+def start_training(home: Path, base: Path) -> str:
+    """A real job (the real runner, small steps) started in `home`, as the studio starts one."""
+    from sage_tui.core.training.spec import JobSpec
+    from sage_tui.core.training.supervisor import Supervisor
+
+    spec = JobSpec(
+        task_id="ft-survives",
+        base_model=BUILTIN,
+        base_path=str(base),
+        dataset=str(FACTS),
+        max_steps=10_000,
+        batch_size=1,
+        max_length=32,
+        save_steps=10_000,
+    ).check()
+    paths = Settings.load(home=home).paths
+    store = Store(paths.db)
+    try:
+        return Supervisor(store, paths, devices=lambda: []).submit(spec).id
+    finally:
+        store.close()
+
+
+def training_steps(home: Path, task_id: str) -> int:
+    job_dir = Settings.load(home=home).paths.job_dir(task_id)
+    steps = [e.data.get("step", 0) for e in read_events(job_dir)[0] if e.kind == "step"]
+    return max(steps, default=0)
+
+
+def next_launch(home: Path, task_id: str, cancel: bool = False):
+    """The job as the next launch of the studio finds it (it re-attaches running jobs)."""
+    from sage_tui.core.training.supervisor import Supervisor
+
+    paths = Settings.load(home=home).paths
+    store = Store(paths.db)
+    try:
+        supervisor = Supervisor(store, paths, devices=lambda: [])
+        supervisor.reattach()
+        job = supervisor.get(task_id)
+        if cancel and job.active:
+            job = supervisor.cancel(task_id, grace_seconds=5, term_seconds=5)
+        return job
+    finally:
+        store.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["sigkill", "hangup"])
-def test_a_studio_killed_or_hung_up_mid_reply_keeps_the_conversation(home: Path, how) -> None:
+def test_a_studio_killed_or_hung_up_mid_reply_keeps_the_conversation(
+    home: Path, builtin_model_dir: Path, how
+) -> None:
+    task_id = start_training(home, builtin_model_dir)
     tui = Tui(home)
     try:
         before = streaming(tui, home)
@@ -140,6 +193,17 @@ def test_a_studio_killed_or_hung_up_mid_reply_keeps_the_conversation(home: Path,
             assert tui.wait(30) in (0, 120)
     finally:
         tui.close()
+        try:
+            # Training went on without the studio, and the next launch follows it again.
+            steps = training_steps(home, task_id)
+            deadline = time.monotonic() + 120
+            while training_steps(home, task_id) <= steps:
+                assert time.monotonic() < deadline, "the job stopped training with the studio"
+                time.sleep(0.5)
+            job = next_launch(home, task_id)
+            assert job.status == "running" and job.pid, job.error
+        finally:
+            next_launch(home, task_id, cancel=True)
     user, reply = saved_messages(home)
     assert (user.role, user.content) == ("user", PROMPT)
     assert reply.role == "assistant" and reply.stats[CUT_OFF] is True
