@@ -244,3 +244,45 @@ def test_a_reply_is_saved_marked_cut_off_until_it_ends(tmp_path: Path) -> None:
     assert session.open(cid)[-1].stats[CUT_OFF] is True
     assert [m["content"] for m in session.history] == ["hello", "Hi there", "again"]
     store.close()
+
+
+def test_a_reply_whose_message_cannot_be_saved_is_ended_in_the_engine(tmp_path: Path) -> None:
+    """A database locked by another process refuses the user's message: the reply the engine
+    had already started is closed (its request ends) rather than left generating unread."""
+    import asyncio
+    import sqlite3
+
+    from sage_tui.core.chat import ChatSession
+    from sage_tui.core.engines.reply import Reply, ReplyStats
+    from sage_tui.errors import StoreError
+
+    closed = []
+
+    async def deltas():
+        try:
+            while True:
+                yield None
+                await asyncio.sleep(0)
+        finally:
+            closed.append(True)
+
+    async def start_reply(messages, sampling, model=None):
+        stream = deltas()
+        await anext(stream)  # the engine has accepted the request and is generating
+        return Reply("r1", ReplyStats(model="m", engine="e"), stream)
+
+    store = Store(tmp_path / "db", busy_timeout=0.2)
+    holder = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def send() -> None:
+        with pytest.raises(StoreError, match="is locked by another process"):
+            await ChatSession(ConversationStore(store), start_reply).send("hi", None)
+        assert closed == [True]  # now, not when the event loop is torn down
+
+    try:
+        asyncio.run(send())
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        store.close()

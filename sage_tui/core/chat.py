@@ -71,8 +71,14 @@ class ChatSession:
         """Start a reply to `text`; the user message is saved once the engine accepts it."""
         text = text.strip()
         reply = await self.start_reply(self.request_messages(text), sampling, model=model)
-        # SQLite off the event loop: a busy disk must not freeze the screen.
-        await asyncio.to_thread(self._save_user_message, text, reply.stats.model)
+        try:
+            # SQLite off the event loop: a busy disk must not freeze the screen.
+            await asyncio.to_thread(self._save_user_message, text, reply.stats.model)
+        except BaseException:
+            # Not saved (a locked or full database): nobody will read this reply, so the
+            # engine must not go on generating it.
+            await reply.close()
+            raise
         return reply
 
     def _save_user_message(self, text: str, model: str) -> None:

@@ -58,6 +58,12 @@ class Reply:
                 if delta.text:
                     yield delta.text
 
+    async def close(self) -> None:
+        """End the request in the engine without reading the reply (nothing if already read)."""
+        if not self._read:
+            self._read = True
+            await self._deltas.aclose()
+
     async def text(self) -> str:
         """The whole reply (reads it)."""
         return "".join([piece async for piece in self])
