@@ -61,7 +61,7 @@ def job_cells(job: Job) -> JobCells:
             steps += f" {progress.fraction:.0%}"
     return JobCells(
         job.id,
-        job.status,
+        job.shown_status,
         job_place(job),
         steps,
         format_loss(progress.last_loss),
@@ -97,6 +97,8 @@ def job_summary(job: Job, resources: ResourceSnapshot | None = None) -> str:
     if job.error:
         label = "waiting" if job.status is JobStatus.QUEUED else "error"
         text += f"\n{label}: {job.error}"
+    if job.broken:
+        text += f"\nbroken: {job.broken}"
     return text
 
 

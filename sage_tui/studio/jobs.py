@@ -27,6 +27,7 @@ from sage_tui.core.training.jobs import Job, JobStatus
 from sage_tui.core.training.placement import parse_gpus
 from sage_tui.core.training.spec import PRESETS, JobSpec, Preset, SpecError, preset_for
 from sage_tui.core.training.supervisor import JobError
+from sage_tui.studio.job_detail import JobDetail, JobDetails
 from sage_tui.studio.state import JobEnded, JobsChanged, ModelsChanged, Observers
 
 if TYPE_CHECKING:
@@ -179,6 +180,7 @@ class JobDesk:
         self.supervisor = services.supervisor
         self._observers = observers
         self._statuses: dict[str, JobStatus] | None = None
+        self._details = JobDetails()
 
     # -- new jobs ---------------------------------------------------------------------------
 
@@ -247,9 +249,15 @@ class JobDesk:
         return job
 
     def delete(self, task_id: str) -> None:
-        """Remove a job that is not running, and its folder."""
+        """Remove a job that is not running, and its folder (a broken job too)."""
+        self._details.forget(task_id)
         self.supervisor.delete(task_id)
         self.poll()
+
+    def detail(self, task_id: str) -> JobDetail:
+        """The job's step losses and log tail, reading only the events appended since the
+        last call for this job (the Finetune screen asks at every step)."""
+        return self._details.read(self.supervisor.get(task_id))
 
     def adapter_for_use(self, name: str) -> str:
         """The model name to chat with for `name`: a job's adapter (registered now, again if it

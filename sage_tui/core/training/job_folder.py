@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import stat
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from sage_tui.core.atomic import write_atomic
-from sage_tui.core.training.spec import JobSpec
+from sage_tui.core.training.spec import JobSpec, SpecError
 
 SPEC_FILE = "spec.json"
 EVENTS_FILE = "events.jsonl"
@@ -43,6 +47,8 @@ TRAINING_ARGS = "training_args.json"
 METRICS = "metrics.json"
 STAGING = ".final.partial"
 """Where the runner assembles the final adapter before moving it in."""
+LOG_TAIL_BYTES = 16384
+"""How much of the end of train.log a tail reads, whatever the log's size."""
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
 """The runner's exit codes: finished (adapter saved), failed (a `failed` event says why),
@@ -119,6 +125,80 @@ class JobFolder:
     def clear_stop(self) -> None:
         with contextlib.suppress(OSError):
             self.stop_file.unlink()
+
+    def problem(self, *, spec: bool = True) -> str | None:
+        """Why this folder cannot be read, in one line naming the path; None when it reads.
+
+        Checks the folder and, unless `spec` is False (an ended job needs neither), spec.json
+        and that events.jsonl, once there, is a readable file. Reads no more than spec.json.
+        """
+        try:
+            status = self.path.stat()
+        except FileNotFoundError:
+            return f"job folder missing: {self.path}"
+        except OSError as err:
+            return f"job folder unreadable: {self.path}: {err.strerror or err}"
+        if not stat.S_ISDIR(status.st_mode):
+            return f"job folder is not a folder: {self.path}"
+        if not os.access(self.path, os.R_OK | os.X_OK):
+            return f"job folder unreadable: {self.path}: permission denied"
+        if not spec:
+            return None
+        try:
+            self.read_spec()
+        except FileNotFoundError:
+            return f"spec.json missing: {self.spec_file}"
+        except OSError as err:
+            return f"spec.json unreadable: {self.spec_file}: {err.strerror or err}"
+        except ValueError as err:  # torn or garbage (UnicodeDecodeError included)
+            return f"spec.json is not valid JSON (torn?): {self.spec_file}: {err}"
+        except (SpecError, TypeError) as err:
+            return f"spec.json does not hold a job spec: {self.spec_file}: {err}"
+        try:
+            events = self.events_file.stat()
+        except FileNotFoundError:
+            return None  # no event written yet
+        except OSError as err:
+            return f"events unreadable: {self.events_file}: {err.strerror or err}"
+        if not stat.S_ISREG(events.st_mode):
+            return f"events unreadable: {self.events_file}: not a file"
+        if not os.access(self.events_file, os.R_OK):
+            return f"events unreadable: {self.events_file}: permission denied"
+        return None
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last `lines` non-blank lines of train.log ("" while there is none), read from
+        its last LOG_TAIL_BYTES only."""
+        try:
+            with open(self.log_file, "rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, size - LOG_TAIL_BYTES))
+                chunk = handle.read()
+        except OSError:
+            return ""
+        text = chunk.decode("utf-8", errors="replace").replace("\r", "\n")
+        return "\n".join(deque((line for line in text.splitlines() if line.strip()), maxlen=lines))
+
+    def remove(self) -> None:
+        """Remove the folder and everything in it (a link or file in its place is unlinked,
+        never followed); folders we may not read or enter are made ours first. OSError naming
+        what could not be removed; nothing to do when it is gone."""
+        path = self.path
+        if path.is_symlink() or not path.is_dir():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        try:
+            shutil.rmtree(path)
+            return
+        except OSError:
+            pass
+        os.chmod(path, stat.S_IRWXU)
+        for root, dirs, _files in os.walk(path):  # top-down: each folder is opened after it
+            for name in dirs:
+                with contextlib.suppress(OSError):
+                    os.chmod(os.path.join(root, name), stat.S_IRWXU, follow_symlinks=False)
+        shutil.rmtree(path)
 
     def has_adapter(self) -> bool:
         """Whether training finished and left its adapter here."""

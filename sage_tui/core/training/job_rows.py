@@ -105,4 +105,7 @@ def kept_progress(row: Any) -> JobProgress | None:
     kept (a job that never ran, one that ended before sage-tui kept it)."""
     if row["status"] not in ENDED or not row["progress"]:
         return None
-    return JobProgress.from_json(row["progress"])
+    try:
+        return JobProgress.from_json(row["progress"])
+    except (TypeError, ValueError, AttributeError):
+        return None  # damaged: its events are read instead

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from sage_tui.core.text_enum import TextEnum
-from sage_tui.core.training.events import Event
+from sage_tui.core.training.events import Event, EventReader
 from sage_tui.core.training.job_folder import EXIT_FINISHED, JobFolder
 from sage_tui.core.training.placement import describe
 from sage_tui.core.training.spec import JobSpec
 
 
 class JobStatus(TextEnum):
-    """Where a job stands. Stored in the database by value ("queued", ...)."""
+    """Where a job stands. Stored in the database by value ("queued", ...), all but BROKEN."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -30,11 +30,19 @@ class JobStatus(TextEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    BROKEN = "broken"
+    """Never stored: how a job whose folder cannot be read is shown (`Job.broken` says why).
+    It is derived on every read, so a folder put right by hand shows its job as before."""
 
     @property
     def active(self) -> bool:
         """Queued or running: not ended yet."""
         return self in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+    @property
+    def stored(self) -> bool:
+        """A status the `jobs` table holds (every one but BROKEN)."""
+        return self is not JobStatus.BROKEN
 
     @property
     def ended(self) -> bool:
@@ -46,8 +54,8 @@ class JobStatus(TextEnum):
         return self in (JobStatus.CANCELLED, JobStatus.INTERRUPTED, JobStatus.FAILED)
 
 
-STATUSES = tuple(status.value for status in JobStatus)
-ENDED = tuple(status.value for status in JobStatus if status.ended)
+STATUSES = tuple(status.value for status in JobStatus if status.stored)
+ENDED = tuple(status.value for status in JobStatus if status.stored and status.ended)
 RESUMABLE = tuple(status.value for status in JobStatus if status.resumable)
 
 TERMINAL_EVENTS = ("finished", "stopped", "failed")
@@ -107,6 +115,14 @@ class Job:
     gpus: tuple[int, ...] | None = None
     """Where it runs or last ran: GPU numbers, () for the CPU, None before its first start."""
     progress: JobProgress = field(default_factory=JobProgress)
+    broken: str | None = None
+    """Why its folder (or its row) cannot be read, in one line; None when it reads. The job
+    keeps its status and the progress read before; it is shown as `broken`."""
+
+    @property
+    def shown_status(self) -> JobStatus:
+        """The status to show: BROKEN while `broken` says why, else the status."""
+        return JobStatus.BROKEN if self.broken else self.status
 
     @property
     def folder(self) -> JobFolder:
@@ -126,12 +142,33 @@ class Job:
 
 @dataclass
 class EventFollower:
-    """What this process has read of one job's events: the byte offset reached, the figures,
-    and the last terminal event since the last `started`."""
+    """What this process has read of one job's events: the figures, the last terminal event
+    since the last `started`, and the reader that knows where the last read stopped."""
 
-    offset: int = 0
     progress: JobProgress = field(default_factory=JobProgress)
     terminal: Event | None = None
+    reader: EventReader | None = None
+    problem: str | None = None
+    """Why the events could not be read the last time (what was read before is kept)."""
+
+    def catch_up(self, events_file: Path) -> None:
+        """Read the events appended since the last call (only those) and fold them in.
+
+        A file truncated or replaced is folded again from the top; one that cannot be read
+        sets `problem` and keeps the figures read so far.
+        """
+        if self.reader is None or self.reader.path != events_file:
+            self.reader = EventReader(events_file)
+        try:
+            events = self.reader.read()
+        except OSError as err:
+            self.problem = f"events unreadable: {events_file}: {err.strerror or err}"
+            return
+        self.problem = None
+        if self.reader.restarted:
+            self.progress, self.terminal = JobProgress(), None
+        for event in events:
+            self.apply(event)
 
     def apply(self, event: Event) -> None:
         """Fold one more event in."""
@@ -210,11 +247,21 @@ def stored_gpus(value: str | None) -> tuple[int, ...] | None:
         return None
 
 
-def job_from_row(row: Any, follower: EventFollower) -> Job:
-    """A `jobs` table row and the progress read from its events, as a Job."""
+def job_from_row(row: Any, follower: EventFollower, broken: str | None = None) -> Job:
+    """A `jobs` table row and the progress read from its events, as a Job; `broken` says why
+    its folder cannot be read. A row that does not read back (its spec, its status) is a
+    broken job too, never an exception."""
     known = _SPEC_FIELDS
-    spec = JobSpec(**{k: v for k, v in json.loads(row["spec"]).items() if k in known})
-    status = JobStatus(row["status"])
+    try:
+        spec = JobSpec(**{k: v for k, v in json.loads(row["spec"]).items() if k in known})
+    except (TypeError, ValueError, AttributeError) as err:
+        spec = JobSpec(row["id"], row["base_model"], "", row["dataset"])
+        broken = broken or f"its spec in the database does not read ({type(err).__name__})"
+    try:
+        status = JobStatus(row["status"])
+    except ValueError:
+        status = JobStatus.BROKEN
+        broken = broken or f"unknown status {row['status']!r} in the database"
     progress = follower.progress
     if status is not JobStatus.RUNNING and progress.eta_seconds is not None:
         progress = replace(progress, eta_seconds=None)
@@ -232,4 +279,5 @@ def job_from_row(row: Any, follower: EventFollower) -> Job:
         finished_at=row["finished_at"],
         gpus=stored_gpus(row["gpus"]),
         progress=progress,
+        broken=broken,
     )

@@ -11,19 +11,20 @@ default, `jobs_per_device`). A new Supervisor re-attaches to jobs an earlier one
 queued it starts the queue keeper (`training.keeper`), so queued jobs start after the TUI or
 the command that queued them has exited.
 
+A job whose folder cannot be read (deleted by hand, unreadable, a torn spec.json) is listed
+with `broken` saying why and never stops the others being followed (`following.py`).
+
 What a job is lives in `jobs.py`, its folder in `job_folder.py`, its row in `job_rows.py`;
+what was read of each folder in `following.py`; the runner children in `runners.py`;
 processes, pids and signals in `processes.py`; where a job runs in `placement.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,32 +34,23 @@ from typing import Any
 from sage_tui.core.gpu_scope import GpusUnreadable
 from sage_tui.core.store import Store
 from sage_tui.core.training.events import Event, read_events
+from sage_tui.core.training.following import JobFollowers
 from sage_tui.core.training.job_folder import LOG_FILE, JobFolder
-from sage_tui.core.training.job_rows import JobError, JobRows, kept_progress, settle_in
-from sage_tui.core.training.jobs import (
-    RESUMABLE,
-    EventFollower,
-    Job,
-    JobStatus,
-    job_from_row,
-    outcome,
-    stored_gpus,
-)
+from sage_tui.core.training.job_rows import JobError, JobRows, settle_in
+from sage_tui.core.training.jobs import RESUMABLE, Job, JobStatus, outcome, stored_gpus
 from sage_tui.core.training.placement import Device, PlacementError, describe, place
 from sage_tui.core.training.processes import (
     HostDevices,
     default_runner_command,
-    pid_runs_job,
     signal_group,
-    spawn_runner,
     start_keeper,
 )
+from sage_tui.core.training.runners import RunnerCommand, Runners
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.paths import Paths
 
 __all__ = ["Job", "JobError", "JobStatus", "Supervisor"]
 
-RunnerCommand = Callable[[Path, bool], list[str]]
 DeviceProbe = Callable[[], Sequence[Device]]
 RunnerEnv = Callable[[tuple[int, ...]], Mapping[str, str]]
 """Extra environment for a runner placed on these GPUs (its CPU share on a CPU host)."""
@@ -96,8 +88,8 @@ class Supervisor:
         to another process)."""
         self.runner_env: RunnerEnv = runner_env or (lambda gpus: {})
         self._lock = threading.RLock()
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._follow: dict[str, EventFollower] = {}
+        self._runners = Runners(self.runner_command)
+        self._followers = JobFollowers()
 
     # -- creating and starting --------------------------------------------------------------
 
@@ -138,7 +130,7 @@ class Supervisor:
             except BaseException:
                 shutil.rmtree(job_dir, ignore_errors=True)
                 raise
-            self._follow[spec.task_id] = EventFollower()
+            self._followers.forget(spec.task_id)  # nothing read of an earlier job of that name
             return self.get(spec.task_id)
 
     def start(self, task_id: str, *, resume: bool = False) -> Job:
@@ -158,6 +150,9 @@ class Supervisor:
                         f"job {task_id} is {status}: only a cancelled, interrupted or failed"
                         " job can be resumed"
                     )
+                problem = JobFolder(Path(row["output_dir"])).problem()
+                if problem:
+                    raise JobError(f"job {task_id} cannot be resumed: {problem}")
                 if self.last_checkpoint(task_id) is None:
                     raise JobError(
                         f"job {task_id} has no checkpoint to resume from: submit it again as a"
@@ -228,11 +223,7 @@ class Supervisor:
                 if job is not None:
                     changed.append(job)
             changed += [self.get(task_id) for task_id in self._start_queued()]
-            # Reap children whose job another process settled, so none stays a zombie.
-            running = {row["id"] for row in self._table.with_status("running")}
-            for task_id, proc in list(self._procs.items()):
-                if task_id not in running and proc.poll() is not None:
-                    self._procs.pop(task_id)
+            self._runners.reap(row["id"] for row in self._table.with_status("running"))
         return changed
 
     def reattach(self) -> list[Job]:
@@ -262,17 +253,22 @@ class Supervisor:
             if row["status"] != "running":
                 return self._job(row)
             JobFolder(Path(row["output_dir"])).request_stop()
-        if not self._wait_ended(row, grace_seconds):
+        if not self._runners.wait_ended(row, grace_seconds):
             for sig, wait in ((signal.SIGTERM, term_seconds), (signal.SIGKILL, 10.0)):
-                if self._liveness(row)[0]:
+                if self._runners.liveness(row)[0]:
                     signal_group(row["pid"], sig)
-                if self._wait_ended(row, wait):
+                if self._runners.wait_ended(row, wait):
                     break
         self.poll()
         return self.get(task_id)
 
     def delete(self, task_id: str) -> None:
-        """Remove a job's folder and its record; a running job must be cancelled first."""
+        """Remove a job's folder and its record; a running job must be cancelled first.
+
+        A broken job is deleted too: a folder that is gone is not missed, one we may not read
+        is made ours to remove. JobError (after the record is gone) when some of the folder
+        could not be removed, naming it.
+        """
         with self._lock:
             row = self._table.require(task_id)
             if row["status"] == "running":
@@ -281,9 +277,15 @@ class Supervisor:
             if row["status"] == "running":
                 raise JobError(f"job {task_id} is running: cancel it before deleting it")
             self._table.delete(task_id)
-            self._follow.pop(task_id, None)
-            self._procs.pop(task_id, None)
-        shutil.rmtree(self.paths.job_dir(task_id), ignore_errors=True)
+            self._followers.forget(task_id)
+            self._runners.forget(task_id)
+        try:
+            JobFolder(self.paths.job_dir(task_id)).remove()
+        except OSError as err:
+            raise JobError(
+                f"job {task_id} is deleted, but its folder could not be removed:"
+                f" {err.filename or err}: {err.strerror or err}"
+            ) from None
 
     # -- internals --------------------------------------------------------------------------
 
@@ -343,14 +345,18 @@ class Supervisor:
         (queued by a resume) continues from it. A start that fails is recorded on the job.
         """
         job_dir = self.paths.job_dir(task_id)
+        problem = JobFolder(job_dir).problem()
+        if problem:  # the runner could not read it either
+            settle_in(db, task_id, "failed", f"cannot start: {problem}")
+            return
         JobFolder(job_dir).clear_stop()
         resume = self.last_checkpoint(task_id) is not None
         command = self.runner_command(job_dir, resume)
         started = time.time()
         header = f"{'resuming' if resume else 'starting'} on {describe(gpus)}"
         try:
-            proc = spawn_runner(
-                command, job_dir, job_dir / LOG_FILE, header, gpus, extra_env=self.runner_env(gpus)
+            proc = self._runners.spawn(
+                task_id, command, job_dir, job_dir / LOG_FILE, header, gpus, self.runner_env(gpus)
             )
         except OSError as err:
             reason = f"cannot start the training process: {err.strerror or err}"
@@ -363,22 +369,18 @@ class Supervisor:
                 (proc.pid, json.dumps(list(gpus)), started, task_id),
             )
         except BaseException:
-            # Started, but not recorded: it must not run unsupervised.
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            self._runners.kill(task_id)  # started, but not recorded: it must not run unsupervised
             raise
-        self._procs[task_id] = proc
-        self._follow.setdefault(task_id, EventFollower()).terminal = None
+        self._followers.started(task_id)
 
     def _check(self, row: Any) -> Job | None:
         """Follow one running job; settle it if its process ended. The job if it changed."""
         task_id, job_dir = row["id"], Path(row["output_dir"])
-        alive, code = self._liveness(row)
-        follow = self._catch_up(task_id, job_dir)
+        alive, code = self._runners.liveness(row)
+        follow = self._followers.catch_up(task_id, job_dir)
         if alive:
             return None
-        self._procs.pop(task_id, None)
+        self._runners.forget(task_id)
         terminal = follow.terminal
         if terminal is not None and row["started_at"] and terminal.time < row["started_at"]:
             terminal = None  # from an earlier run of this job, before a resume
@@ -387,37 +389,5 @@ class Supervisor:
         JobFolder(job_dir).clear_stop()
         return self.get(task_id)
 
-    def _liveness(self, row: Any) -> tuple[bool, int | None]:
-        """(alive, exit code if known) of a job's recorded process. Our own child is reaped
-        through its Popen; another pid counts only if it runs this job's runner and started
-        with the job."""
-        task_id, pid, job_dir = row["id"], row["pid"], Path(row["output_dir"])
-        with self._lock:
-            proc = self._procs.get(task_id)
-        if proc is not None and proc.pid == pid:
-            code = proc.poll()
-            return code is None, code
-        commands = [self.runner_command(job_dir, resume) for resume in (False, True)]
-        return pid_runs_job(pid, job_dir, row["started_at"], commands), None
-
-    def _wait_ended(self, row: Any, seconds: float) -> bool:
-        """Wait up to `seconds` for the job's process to end; True if it has."""
-        deadline = time.monotonic() + seconds
-        while self._liveness(row)[0]:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-        return True
-
-    def _catch_up(self, task_id: str, job_dir: Path) -> EventFollower:
-        follow = self._follow.setdefault(task_id, EventFollower())
-        events, follow.offset = read_events(job_dir, follow.offset)
-        for event in events:
-            follow.apply(event)
-        return follow
-
     def _job(self, row: Any) -> Job:
-        kept = kept_progress(row)  # an ended job's folder is not read again
-        if kept is not None:
-            return job_from_row(row, EventFollower(progress=kept))
-        return job_from_row(row, self._catch_up(row["id"], Path(row["output_dir"])))
+        return self._followers.job(row)

@@ -227,18 +227,11 @@ class FinetuneScreen(StudioScreen):
         description="read the job's events",
     )
     def read_detail(self, job: Job) -> None:
-        """Read the job's step losses and the tail of its train.log."""
-        events, _ = self.app.studio.jobs.supervisor.events(job.id)
-        # NaN and infinity are kept (the chart names them); anything else but a number is not.
-        losses = [
-            float(loss)
-            for e in events
-            if e.kind == "step"
-            and isinstance(loss := e.data.get("loss"), (int, float))
-            and not isinstance(loss, bool)
-        ]
-        tail = read_log_tail(job.folder.log_file)
-        self.app.call_from_thread(self._show_detail, job.id, losses, tail)
+        """Read the job's step losses and the tail of its train.log (the studio reads only
+        the events appended since the last time)."""
+        detail = self.app.studio.jobs.detail(job.id)
+        tail = "\n".join(filter(None, (detail.problem, detail.log_tail)))
+        self.app.call_from_thread(self._show_detail, job.id, list(detail.losses), tail)
 
     def _show_detail(self, job_id: str, losses: list[float], tail: str) -> None:
         self.losses[job_id] = losses
