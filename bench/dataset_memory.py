@@ -7,7 +7,9 @@ Builds a JSON-lines file of real Alpaca rows (the shared demo set, repeated) of 
    before the reader streamed);
 2. check: `check_dataset`, what the Check button and `finetune --check` run;
 3. train_rows: the runner's data step (`write_training_rows`: checked, converted, split and
-   written to the job folder's train/eval JSON lines).
+   written to the job folder's train/eval JSON lines);
+4. arrow: the Hugging Face datasets the trainer gets (`training_datasets`: memory-mapped Arrow
+   files made from those rows; writing the rows is not counted).
 
 Peak resident memory is the child's `ru_maxrss`; "growth" is how much the reading raised it
 above the interpreter with its imports.

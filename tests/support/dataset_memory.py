@@ -32,7 +32,13 @@ _CHILD = textwrap.dedent(
     else:
         from sage_tui.core.training.job_folder import JobFolder
         from sage_tui.core.training.spec import JobSpec
-        from sage_tui.core.training.training_rows import write_training_rows
+        from sage_tui.core.training import training_rows
+        spec = JobSpec(task_id="m", base_model="m", base_path=str(work), dataset=str(path),
+                       dataset_format="alpaca", eval_fraction=0.1)
+        folder = JobFolder(work / "job")
+    if variant == "arrow":  # the rows written beforehand: only the datasets are measured
+        import datasets
+        training_rows.write_training_rows(spec, folder)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     if variant == "baseline":  # the old way: the whole file, then every row as objects
@@ -41,18 +47,19 @@ _CHILD = textwrap.dedent(
         count = len(rows)
     elif variant == "check":
         count = check_dataset(path).loaded.total_rows
+    elif variant == "train_rows":
+        count = sum(training_rows.write_training_rows(spec, folder))
     else:
-        spec = JobSpec(task_id="m", base_model="m", base_path=str(work), dataset=str(path),
-                       dataset_format="alpaca", eval_fraction=0.1)
-        count = sum(write_training_rows(spec, JobFolder(work / "job")))
+        count = sum(len(part) for part in training_rows.training_datasets(folder) if part)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"before_kib": before, "peak_kib": peak, "seconds": seconds, "rows": count}))
     """
 )
-VARIANTS = ("baseline", "check", "train_rows")
+VARIANTS = ("baseline", "check", "train_rows", "arrow")
 """baseline: read_bytes + json.loads of every line into a list (how files were read before);
-check: the Check button / `finetune --check` path; train_rows: the runner's data step."""
+check: the Check button / `finetune --check` path; train_rows: the runner's data step;
+arrow: the `datasets` the trainer gets, made from the rows the data step wrote."""
 
 
 @dataclass(frozen=True)
