@@ -6,9 +6,9 @@ runner's exit code, never from words in a log.
 
 Readers follow the file with an :class:`EventReader`: each read takes only the bytes appended
 since the last one (a poll costs the same at step 10 and at step 10,000), keeps a line still
-being written for the next read, and starts again from the top when the file was truncated or
-replaced. A line that is not an event (binary garbage, a line torn by a runner killed mid-write)
-is skipped and counted, never raised.
+being written for the next read, and starts again from the top when the file was truncated,
+replaced or rewritten in place. A line that is not an event (binary garbage, a line torn by a
+runner killed mid-write) is skipped and counted, never raised.
 """
 
 from __future__ import annotations
@@ -19,12 +19,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sage_tui.core.training.job_folder import JobFolder
 
 MAX_LINE = 1 << 20
 """Longest event line kept waiting for its end (1 MiB): anything longer is garbage."""
+SEAM = 64
+"""Bytes before the offset read again each time and compared with what was read there: a file
+rewritten in place (`cp` over it) is noticed even when it grew, unless those bytes came out
+the same."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,9 @@ def parse_event(raw: bytes) -> Event | None:
 class EventReader:
     """Follows one events.jsonl from where the last read stopped.
 
-    `read()` returns the complete events appended since the last call. A missing file reads as
+    `read()` returns the complete events appended since the last call; after the file was
+    truncated, replaced (a new inode) or rewritten in place (the SEAM bytes before the offset
+    changed) it reads from the top and sets `restarted`. A missing file reads as
     no events (the runner has not written yet, or the folder is gone: what was read stays);
     any other OSError (no permission, a folder in its place) is raised for the caller to report.
     """
@@ -101,6 +107,7 @@ class EventReader:
         self.first_skipped: int | None = None
         """The number of the first skipped line (1-based), for the user."""
         self._identity: tuple[int, int] | None = None
+        self._seam = b""
 
     @property
     def complete(self) -> int:
@@ -118,13 +125,14 @@ class EventReader:
             status = os.fstat(handle.fileno())
             identity = (status.st_dev, status.st_ino)
             replaced = self._identity is not None and identity != self._identity
-            if replaced or status.st_size < self.offset:
+            if replaced or status.st_size < self.offset or not self._seam_holds(handle):
                 self._start_over()
             self._identity = identity
             handle.seek(self.offset)
             chunk = handle.read()
         self.bytes_read += len(chunk)
         self.offset += len(chunk)
+        self._seam = (self._seam + chunk)[-SEAM:]
         data = self.pending + chunk
         end = data.rfind(b"\n") + 1
         self.pending = data[end:]
@@ -141,13 +149,22 @@ class EventReader:
                 self._skip(self.lines)
         return events
 
+    def _seam_holds(self, handle: BinaryIO) -> bool:
+        """Whether the bytes just before the offset are still those read there."""
+        if not self._seam:
+            return True
+        handle.seek(self.offset - len(self._seam))
+        seam = handle.read(len(self._seam))
+        self.bytes_read += len(seam)
+        return seam == self._seam
+
     def _skip(self, line: int) -> None:
         self.skipped += 1
         if self.first_skipped is None:
             self.first_skipped = line
 
     def _start_over(self) -> None:
-        self.offset, self.pending, self.lines = 0, b"", 0
+        self.offset, self.pending, self.lines, self._seam = 0, b"", 0, b""
         self.skipped, self.first_skipped = 0, None
         self.restarted = True
 
