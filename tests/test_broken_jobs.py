@@ -19,6 +19,7 @@ import pytest
 
 from sage_tui.cli import main
 from sage_tui.core.store import Store
+from sage_tui.core.training.job_rows import JobError
 from sage_tui.core.training.jobs import JobStatus
 from sage_tui.core.training.keeper import EXIT_GAVE_UP, keep
 from sage_tui.core.training.supervisor import Supervisor
@@ -111,14 +112,39 @@ def test_an_unreadable_folder_is_broken_and_can_be_deleted(sup: Supervisor, spec
 
 
 def test_a_broken_row_is_listed_not_raised(sup: Supervisor, spec_for, store: Store) -> None:
+    wait_for(sup, sup.submit(spec_for("kept")).id, ended)
     sup.create(spec_for("row"))
     with store.transaction() as db:
         db.execute("UPDATE jobs SET spec = '{\"task_id\": ', status = 'weird' WHERE id = 'row'")
-    (job,) = sup.list()
-    assert job.broken == "its spec in the database does not read (JSONDecodeError)"
-    assert job_cells(job).status is JobStatus.BROKEN
+        db.execute("UPDATE jobs SET progress = '{\"step\": ' WHERE id = 'kept'")
+    row, kept = sup.list()
+    assert row.broken == "its spec in the database does not read (JSONDecodeError)"
+    assert job_cells(row).status is JobStatus.BROKEN
+    assert (kept.broken, kept.progress.step) == (None, 4)  # read from its events instead
     sup.delete("row")
-    assert sup.list() == []
+    assert [job.id for job in sup.list()] == ["kept"]
+
+
+def test_a_torn_spec_refuses_a_resume_by_name(sup: Supervisor, spec_for, modes) -> None:
+    modes["torn"] = "hang"
+    job = sup.submit(spec_for("torn"))
+    wait_for(sup, "torn", stepping)
+    assert sup.cancel("torn", grace_seconds=10).status == "cancelled"
+    job.folder.spec_file.write_text('{"task_id": "torn", "base_')
+    with pytest.raises(JobError, match=r"job torn cannot be resumed: spec.json is not valid JSON"):
+        sup.start("torn", resume=True)
+    assert sup.get("torn").status == "cancelled"
+
+
+def test_deleting_a_job_whose_folder_became_a_link_removes_only_the_link(
+    sup: Supervisor, spec_for, tmp_path: Path
+) -> None:
+    job = wait_for(sup, sup.submit(spec_for("linked")).id, ended)
+    elsewhere = tmp_path / "elsewhere"
+    job.output_dir.rename(elsewhere)
+    job.output_dir.symlink_to(elsewhere, target_is_directory=True)
+    sup.delete("linked")
+    assert not os.path.lexists(job.output_dir) and (elsewhere / "spec.json").is_file()
 
 
 def test_jobs_list_and_show_name_a_broken_job(sup: Supervisor, spec_for, paths: Paths, capsys):
