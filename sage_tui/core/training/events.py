@@ -97,7 +97,7 @@ class EventReader:
         self.pending = b""
         """The start of a line still being written, kept for the next read."""
         self.restarted = False
-        """Whether the last read started again from the top (truncated or replaced file)."""
+        """Whether the last read started again from the top (truncated, replaced, rewritten)."""
         self.bytes_read = 0
         """Bytes read from the disk over this reader's life (what a poll costs)."""
         self.lines = 0
