@@ -129,7 +129,7 @@ async def test_first_launch_registers_the_builtin_model(
         await settle(app)
         table = app.screen.query_one(DataTable)
         assert table.row_count == 1
-        assert table.get_row_at(0)[:3] == ["*", BUILTIN, "base"]
+        assert [str(cell) for cell in table.get_row_at(0)[:3]] == ["*", BUILTIN, "base"]
 
 
 async def test_a_failing_provision_is_shown_and_the_app_keeps_working(settings) -> None:

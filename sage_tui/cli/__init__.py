@@ -14,8 +14,10 @@ from typing import TextIO
 
 from sage_tui import __version__
 from sage_tui.cli import training as cli_training
+from sage_tui.cli.output import AnswerWriter, show
 from sage_tui.config import ENGINES, Settings
 from sage_tui.core.engines.base import Sampling
+from sage_tui.core.private_files import keep_private
 from sage_tui.errors import SageError
 
 
@@ -40,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp = models_cmd.add_parser("import", help="register a local model folder or a HF id")
     imp.add_argument("source", help="a model folder, or a Hugging Face id like Qwen/Qwen2.5-0.5B")
     imp.add_argument("--name", help="name to register it under (default: from the source)")
+    imp.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the model's own Python code to run when it is loaded (off by default)",
+    )
     rm = models_cmd.add_parser("remove", help="forget a model (its files stay)")
     rm.add_argument("name")
 
@@ -58,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `sage-tui` script; returns the exit code."""
+    # Before anything is created: the home and everything in it stay the user's alone.
+    keep_private()
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.load(home=args.home, engine=args.engine)
@@ -71,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_training.run(settings, args)
         return _run_app(settings)
     except SageError as err:
-        print(f"sage-tui: error: {err}", file=sys.stderr)
+        show(f"sage-tui: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -79,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _say(line: str) -> None:
     """Progress goes to stderr; results go to stdout."""
-    print(line, file=sys.stderr)
+    show(line, file=sys.stderr)
 
 
 def _doctor(settings: Settings) -> int:
@@ -89,7 +98,7 @@ def _doctor(settings: Settings) -> int:
     marks = {True: "ok  ", False: "FAIL", None: "note"}
     width = max(len(c.name) for c in checks)
     for check in checks:
-        print(f"[{marks[check.ok]}] {check.name:<{width}}  {check.detail}")
+        show(f"[{marks[check.ok]}] {check.name:<{width}}  {check.detail}")
     ok = usable(checks)
     print(
         "sage-tui is ready to use."
@@ -109,16 +118,21 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
         for model in registry.list():
             mark = "*" if model.name == active else " "
             base = f"  (adapter of {model.base_model})" if model.base_model else ""
-            print(f"{mark} {model.name:<32} {model.kind:<7} {model.source:<8} {model.path}{base}")
+            show(f"{mark} {model.name:<32} {model.kind:<7} {model.source:<8} {model.path}{base}")
     elif args.models_command == "pull":
         record = registry.pull(args.name, progress=_say)
-        print(f"{record.name} registered: {record.path}")
+        show(f"{record.name} registered: {record.path}")
     elif args.models_command == "import":
-        record = registry.import_model(args.source, name=args.name, progress=_say)
-        print(f"{record.name} registered: {record.path}")
+        record = registry.import_model(
+            args.source,
+            name=args.name,
+            progress=_say,
+            trust_remote_code=args.trust_remote_code,
+        )
+        show(f"{record.name} registered: {record.path}")
     elif args.models_command == "remove":
         registry.remove(args.name)
-        print(f"{args.name} removed from the registry (its files stay on disk)")
+        show(f"{args.name} removed from the registry (its files stay on disk)")
     return 0
 
 
@@ -146,12 +160,13 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
         try:
             await studio.engine.start(args.model, raise_errors=True)
             reply = await studio.engine.reply(messages, sampling, model=args.model)
+            # On a terminal the answer's controls are made visible; piped, it is the model's text.
+            answer_out = AnswerWriter(out)
             async for piece in reply:
-                out.write(piece)
-                out.flush()
-            out.write("\n")
+                answer_out.write(piece)
+            answer_out.end()
             if args.stats:
-                print(f"[{describe_stats(stats_figures(reply.stats))}]", file=err)
+                show(f"[{describe_stats(stats_figures(reply.stats))}]", file=err)
         finally:
             await studio.shutdown()
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from sage_tui.cli.output import show, show_bytes
 from sage_tui.config import Settings
 from sage_tui.errors import SageError
 from sage_tui.studio.formatting import job_cells, job_summary, progress_line
@@ -86,32 +87,33 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "use":
         record = studio.use_without_engine(args.id)
         where = f"adapter of {record.base_model}" if record.kind == "adapter" else "base model"
-        print(f"{record.name} is now the chat's model ({where})")
+        show(f"{record.name} is now the chat's model ({where})")
         return 0
     action = args.jobs_command
     if action == "list":
         for job in jobs.list():
             cells = job_cells(job)
             created = time.strftime("%m-%d %H:%M", time.localtime(job.created_at))
-            print(
+            show(
                 f"{cells.id:<28} {cells.status:<11} {cells.where:<8} {cells.steps:<14}"
                 f" loss {cells.loss:<8} {job.base_model:<24} {created}"
             )
     elif action == "show":
         job = jobs.get(args.id)
-        print(job_summary(job))
-        print(f"  output    {job.output_dir}")
+        show(job_summary(job))
+        show(f"  output    {job.output_dir}")
         for key, value in sorted(vars(job.spec).items()):
-            print(f"  {key:<16} {value}")
+            show(f"  {key:<16} {value}")
     elif action == "logs":
         log = jobs.get(args.id).folder.log_file
-        sys.stdout.write(log.read_text(encoding="utf-8", errors="replace") if log.exists() else "")
+        # The log's bytes when piped; on a terminal, made visible (they may not be UTF-8).
+        show_bytes(log.read_bytes() if log.exists() else b"")
     elif action == "cancel":
         job = jobs.cancel(args.id)
-        print(f"{job.id}: {job.status}")
+        show(f"{job.id}: {job.status}")
     elif action == "resume":
         job = jobs.resume(args.id)
-        print(f"{job.id}: {job.status}")
+        show(f"{job.id}: {job.status}")
         if args.wait:
             return _wait(studio, job.id)
     return 0
@@ -142,13 +144,13 @@ def _finetune(studio, args: argparse.Namespace) -> int:
         return "pass " + " ".join(f"--fill {name}=VALUE" for name in names)
 
     for warning in check.warnings(how_to_fill):
-        print(f"warning: {warning}", file=sys.stderr)
+        show(f"warning: {warning}", file=sys.stderr)
     if check.loaded.skipped:
-        print(check.verdict, file=sys.stderr)
+        show(check.verdict, file=sys.stderr)
     job = studio.jobs.submit(prepared)
-    print(job.id)
+    show(job.id)
     where = f"on {job.placement}" if job.placement else "waits for a free GPU or slot"
-    print(
+    show(
         f"{job.id}: {job.status}, {where} ({prepared.preset.name} preset,"
         f" {check.loaded.usable} rows, log: {job.folder.log_file})",
         file=sys.stderr,
@@ -188,9 +190,9 @@ def _wait(studio, job_id: str) -> int:
         job = studio.jobs.get(job_id)
         if job.progress.step is not None and job.progress.step != last_step:
             last_step = job.progress.step
-            print(progress_line(job), file=sys.stderr)
+            show(progress_line(job), file=sys.stderr)
         if not job.active:
             break
         time.sleep(1.0)
-    print(f"{job.id}: {job.status}" + (f": {job.error}" if job.error else ""), file=sys.stderr)
+    show(f"{job.id}: {job.status}" + (f": {job.error}" if job.error else ""), file=sys.stderr)
     return 0 if job.status == "completed" else 1

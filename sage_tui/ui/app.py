@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding
+from textual.filter import LineFilter
+from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from sage_tui.core.gpu import ResourceSnapshot
+from sage_tui.core.safe_text import visible
 from sage_tui.core.training.jobs import Job
 from sage_tui.errors import SageError, describe_error
 from sage_tui.services import Services
@@ -34,6 +38,7 @@ from sage_tui.ui.messages import (
     StudioEventArrived,
     SwitchModelRequested,
 )
+from sage_tui.ui.plain_text import ControlFilter
 from sage_tui.ui.screens.chat import ChatScreen
 from sage_tui.ui.screens.finetune import FinetuneScreen
 from sage_tui.ui.screens.models import ModelsScreen
@@ -79,6 +84,31 @@ class SageApp(App[None]):
         """The jobs as last polled, newest first."""
         self._polling_jobs = False
         self._unsubscribe = self.studio.subscribe(self._studio_event)
+        self._control_filter = ControlFilter()
+
+    def get_line_filters(self) -> Sequence[LineFilter]:
+        """Textual's filters, then `ControlFilter`: no terminal control in any widget's text
+        reaches the terminal, whichever way it got there."""
+        return [*super().get_line_filters(), self._control_filter]
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """A toast. Its words are data (errors quote files, models, datasets): never parsed as
+        markup, controls made visible. `markup` is accepted for Textual's callers and ignored."""
+        super().notify(
+            visible(str(message)),
+            title=visible(str(title)),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     def on_mount(self) -> None:
         # After the first frame: provisioning imports torch, and its GIL time would delay it.
@@ -132,7 +162,8 @@ class SageApp(App[None]):
         self.bell()
         if self._driver is not None:
             # OSC 9: a desktop notification in terminals that support it (others ignore it).
-            self._driver.write(f"\x1b]9;sage-tui: job {job.id} {job.status}\x07")
+            # The id is visible()d: a BEL or ESC in it cannot end the sequence early.
+            self._driver.write(f"\x1b]9;sage-tui: job {visible(job.id)} {job.status}\x07")
         severity = "information" if job.status == "completed" else "warning"
         detail = f": {job.error}" if job.error else ""
         self.notify(f"Job {job.id} {job.status}{detail}", severity=severity, markup=False)

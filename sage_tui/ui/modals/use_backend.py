@@ -9,6 +9,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from sage_tui.ui.plain_text import plain
+
 TITLE = "切换为对话后端"
 QUESTION = "确定要将此微调模型设置为 Studio 的对话后端吗？当前对话将使用此模型。"  # noqa: RUF001  SAGE's own words
 QUESTION_EN = "Use this fine-tuned model as the chat backend? The chat will answer with it."
@@ -60,7 +62,7 @@ class UseBackendModal(ModalScreen[bool]):
             yield Static(TITLE, id="use-backend-title")
             yield Static(QUESTION, id="use-backend-question")
             yield Static(QUESTION_EN, id="use-backend-question-en")
-            yield Static(f"model: {self.model_name}", id="use-backend-model", markup=False)
+            yield Static(plain(f"model: {self.model_name}"), id="use-backend-model")
             with Horizontal(id="use-backend-buttons"):
                 yield Button("Cancel", id="use-backend-cancel")
                 yield Button("OK", variant="primary", id="use-backend-ok")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
+from urllib.parse import urlsplit
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -17,14 +17,18 @@ from sage_tui.core.chat import describe_stats, stats_figures
 from sage_tui.core.engines.base import Sampling
 from sage_tui.core.engines.manager import EngineStopped
 from sage_tui.core.engines.reply import Reply
+from sage_tui.core.safe_text import VisibleStream, visible
 from sage_tui.core.store import ConversationRecord, MessageRecord
 from sage_tui.errors import SageError, describe_error
 from sage_tui.studio import EngineState, EngineStatus
+from sage_tui.ui.plain_text import plain
 from sage_tui.ui.screens.base import StudioScreen
 from sage_tui.ui.widgets.chat_message import ChatMessage
 
 DRAFT_SAVE_SECONDS = 1.0
 """How often the reply being streamed is saved."""
+OPENED_SCHEMES = ("http", "https", "mailto")
+"""Links ctrl+l opens; others (file:, javascript:, ...) are shown and left alone."""
 
 
 class ChatScreen(StudioScreen):
@@ -37,12 +41,16 @@ class ChatScreen(StudioScreen):
         Binding("ctrl+o", "toggle_conversations", "Chats", id="chat.list"),
         Binding("ctrl+y", "copy_reply", "Copy reply", id="chat.copy"),
         Binding("ctrl+r", "reload_engine", "Reload engine", id="chat.reload"),
+        # Not in the footer: a click on a link says to press it.
+        Binding("ctrl+l", "open_link", "Open link", id="chat.open_link", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.session = self.app.studio.chat()
         self.reply: Reply | None = None
+        self.link: str | None = None
+        """The last link clicked in a message: shown, opened only by ctrl+l."""
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="chat-layout"):
@@ -88,10 +96,10 @@ class ChatScreen(StudioScreen):
         if engine.ready:
             notice.update("")
             notice.display = False
-            prompt.placeholder = f"Ask {app.active_model} (Enter sends, Esc stops)"
+            prompt.placeholder = f"Ask {visible(app.active_model or '')} (Enter sends, Esc stops)"
             return
         notice.display = True
-        notice.update(Text(_engine_notice(engine, app.model_status)))
+        notice.update(plain(_engine_notice(engine, app.model_status)))
         if engine.state is EngineState.STOPPED:
             prompt.placeholder = "The engine stopped: Enter reloads it and sends, ctrl+r reloads"
         else:
@@ -150,17 +158,19 @@ class ChatScreen(StudioScreen):
         await transcript.mount_all([ChatMessage("user", text.strip()), answer])
         transcript.scroll_end(animate=False)
         stream = Markdown.get_stream(answer.body)
+        shown = VisibleStream()  # the reply's own text is kept in `parts`; this is what shows
         parts: list[str] = []
         saved_at, ended = time.monotonic(), False
         try:
             async for piece in reply:
                 parts.append(piece)
-                await stream.write(piece)
+                await stream.write(shown.feed(piece))
                 transcript.scroll_end(animate=False)
                 if time.monotonic() - saved_at >= DRAFT_SAVE_SECONDS:
                     # What is shown is saved as it comes: a killed studio loses a second of it.
                     await asyncio.to_thread(self.session.save_draft, "".join(parts))
                     saved_at = time.monotonic()
+            await stream.write(shown.end())
             ended = True
         except EngineStopped as err:
             ended = True
@@ -181,6 +191,26 @@ class ChatScreen(StudioScreen):
                 await asyncio.to_thread(self.session.finish, answer.text, reply.stats)
             else:  # cancelled: the studio is closing (quit, hung up) in the middle of it
                 await asyncio.to_thread(self.session.cut_off, answer.text)
+
+    @on(Markdown.LinkClicked)
+    def _link_clicked(self, event: Markdown.LinkClicked) -> None:
+        # A reply can hold any link: a click only says where it goes.
+        event.stop()
+        self.link = event.href
+        self.notify(f"{event.href}\nctrl+l opens it in the browser.", title="Link")
+
+    def action_open_link(self) -> None:
+        """Open the last link clicked in a message (web links only)."""
+        if self.link is None:
+            self.notify("Click a link in a message first; ctrl+l then opens it.")
+            return
+        if urlsplit(self.link).scheme.lower() not in OPENED_SCHEMES:
+            self.notify(
+                f"Not opened: {self.link} is not a web link (http, https or mailto).",
+                severity="warning",
+            )
+            return
+        self.app.open_url(self.link)
 
     def action_reload_engine(self) -> None:
         """Load the active model again (after the engine stopped or failed)."""
@@ -234,7 +264,7 @@ class ChatScreen(StudioScreen):
         await listing.clear()
         for record in records:
             when = datetime.fromtimestamp(record.updated_at).strftime("%m-%d %H:%M")
-            item = ListItem(Label(f"{when}  {record.title or '(untitled)'}", markup=False))
+            item = ListItem(Label(plain(f"{when}  {record.title or '(untitled)'}")))
             item.conversation_id = record.id
             await listing.append(item)
         listing.index = 0 if records else None

@@ -26,6 +26,7 @@ from sage_tui.studio.formatting import job_summary
 from sage_tui.studio.jobs import JobRequest, check_dataset
 from sage_tui.ui.messages import JobsUpdated, ModelsChanged
 from sage_tui.ui.modals.use_backend import UseBackendModal
+from sage_tui.ui.plain_text import plain
 from sage_tui.ui.screens.base import StudioScreen
 from sage_tui.ui.widgets.job_form import JobForm
 from sage_tui.ui.widgets.job_table import JobTable
@@ -213,7 +214,7 @@ class FinetuneScreen(StudioScreen):
             self.query_one("#finetune-log", Static).update("")
             return
         summary.set_class(job.status == "failed", "-error")
-        summary.update(job_summary(job, self.app.resources))
+        summary.update(plain(job_summary(job, self.app.resources)))
         key = (job.id, job.status, job.progress.step)
         if key != self._detail_key:
             self._detail_key = key
@@ -238,7 +239,7 @@ class FinetuneScreen(StudioScreen):
         if self.query_one(JobTable).selected_id != job_id:
             return
         self.query_one(LossChartPanel).show(losses)
-        self.query_one("#finetune-log", Static).update(tail or "(train.log is empty)")
+        self.query_one("#finetune-log", Static).update(plain(tail or "(train.log is empty)"))
 
     # -- actions on the selected job --------------------------------------------------------
 

@@ -9,6 +9,7 @@ from textual.widgets import DataTable
 
 from sage_tui.core.store import ModelRecord
 from sage_tui.ui.messages import ModelsChanged, SwitchModelRequested
+from sage_tui.ui.plain_text import plain
 from sage_tui.ui.screens.base import StudioScreen
 
 
@@ -45,15 +46,9 @@ class ModelsScreen(StudioScreen):
         table = self.query_one(DataTable)
         table.clear()
         for model in models:
-            table.add_row(
-                "*" if model.name == active else "",
-                model.name,
-                model.kind,
-                model.source,
-                model.base_model or "",
-                model.path,
-                key=model.name,
-            )
+            # Plain Text cells: a `str` cell is parsed as markup ("[/INST]" raises).
+            cells = (model.name, model.kind, model.source, model.base_model, model.path)
+            table.add_row("*" if model.name == active else "", *map(plain, cells), key=model.name)
 
     def action_use(self) -> None:
         """Ask the App to switch the engine to the highlighted model."""

@@ -6,10 +6,18 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 
+from sage_tui.core.safe_text import visible
+from sage_tui.ui.plain_text import plain
+
 
 class ChatMessage(Vertical):
     """A user message or a model reply. Replies stream into `body` through a MarkdownStream,
-    which appends without re-rendering the whole transcript for every token."""
+    which appends without re-rendering the whole transcript for every token.
+
+    `text` is the message as it was written (saved, copied); what is shown has its terminal
+    controls made visible. Links are not opened on a click: the screen shows where they go
+    and opens them when asked (`open_links=False`).
+    """
 
     def __init__(self, role: str, text: str = "", author: str = "", stats: str = "") -> None:
         super().__init__(classes=f"chat-message -{role}")
@@ -19,9 +27,9 @@ class ChatMessage(Vertical):
         self.stats = stats
 
     def compose(self) -> ComposeResult:
-        yield Static(self.author, classes="chat-author")
-        yield Markdown(self.text, classes="chat-body")
-        yield Static(self.stats, classes="chat-stats")
+        yield Static(plain(self.author), classes="chat-author")
+        yield Markdown(visible(self.text), classes="chat-body", open_links=False)
+        yield Static(plain(self.stats), classes="chat-stats")
 
     @property
     def body(self) -> Markdown:
@@ -31,4 +39,4 @@ class ChatMessage(Vertical):
     def show_stats(self, line: str) -> None:
         """Put the figures line under the message."""
         self.stats = line
-        self.query_one(".chat-stats", Static).update(line)
+        self.query_one(".chat-stats", Static).update(plain(line))

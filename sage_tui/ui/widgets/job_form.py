@@ -21,6 +21,7 @@ from sage_tui.core.gpu import ResourceSnapshot
 from sage_tui.core.store import ModelRecord
 from sage_tui.core.training.spec import PRESETS, JobSpec, SpecError, preset_for
 from sage_tui.studio.jobs import JobRequest
+from sage_tui.ui.plain_text import plain
 
 NUMBER_FIELDS = (
     # (spec field, widget id, label, type)
@@ -107,7 +108,7 @@ class JobForm(VerticalScroll):
         self.bases = {m.name: m for m in bases}
         select = self.query_one("#finetune-base", Select)
         current = select.value
-        select.set_options([(m.name, m.name) for m in bases])
+        select.set_options([(plain(m.name), m.name) for m in bases])
         if current in self.bases:
             select.value = current
         elif preferred in self.bases:
@@ -226,4 +227,4 @@ class JobForm(VerticalScroll):
         """Show what the check found (plain text: it quotes the file)."""
         report = self.query_one("#finetune-dataset-report", Static)
         report.set_class(failed, "-error")
-        report.update(text)
+        report.update(plain(text))

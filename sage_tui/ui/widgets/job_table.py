@@ -9,6 +9,7 @@ from textual.widgets import DataTable
 
 from sage_tui.core.training.jobs import Job
 from sage_tui.studio.formatting import job_cells
+from sage_tui.ui.plain_text import plain
 
 STATUS_STYLES = {
     "queued": "dim",
@@ -20,11 +21,12 @@ STATUS_STYLES = {
 }
 
 
-def row(job: Job) -> tuple[str | Text, ...]:
-    """The table cells of one job (text from the disk goes in as plain Text)."""
+def row(job: Job) -> tuple[Text, ...]:
+    """The table cells of one job, all plain Text: a `str` cell would be parsed as markup, and
+    the id and placement come from the disk."""
     cells = job_cells(job)
-    status = Text(cells.status.value, style=STATUS_STYLES.get(cells.status.value, ""))
-    return (Text(cells.id), status, cells.where, cells.steps, cells.loss, cells.eta)
+    status = plain(cells.status.value, style=STATUS_STYLES.get(cells.status.value, ""))
+    return (plain(cells.id), status, *map(plain, (cells.where, cells.steps, cells.loss, cells.eta)))
 
 
 class JobTable(DataTable):

@@ -8,7 +8,9 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 from sage_tui.core.gpu import ResourceSnapshot, format_bytes
+from sage_tui.core.safe_text import visible
 from sage_tui.studio import EngineState, EngineStatus
+from sage_tui.ui.plain_text import plain
 
 MODE_TABS = (("finetune", "1", "Finetune"), ("models", "2", "Models"), ("chat", "3", "Chat"))
 
@@ -29,13 +31,13 @@ def describe_resources(snapshot: ResourceSnapshot | None) -> Text:
             )
             text.append(f" {util}  ")
         if snapshot.gpu_error:
-            text.append(f"unread GPUs: {snapshot.gpu_error}", style="bold red")
+            text.append(plain(f"unread GPUs: {snapshot.gpu_error}", style="bold red"))
         return text
     if snapshot.gpu_error:
         # GPUs are there but cannot be read: not the same as a machine without GPUs.
-        text.append(f"GPUs unreadable: {snapshot.gpu_error}  ", style="bold red")
+        text.append(plain(f"GPUs unreadable: {snapshot.gpu_error}  ", style="bold red"))
     else:
-        text.append(f"no GPU: {snapshot.no_gpu_reason}  ", style="dim")
+        text.append(plain(f"no GPU: {snapshot.no_gpu_reason}  ", style="dim"))
     text.append("CPU ", style="bold")
     text.append(f"{snapshot.cpu_percent:.0f}%  ")
     text.append("RAM ", style="bold")
@@ -85,8 +87,8 @@ class StatusBar(Horizontal):
     def _show_model(self, _: object = None) -> None:
         app = self.app
         text = Text("model ", style="bold")
-        text.append(app.active_model or "none", style="cyan")
-        status = app.model_status or engine_status_words(app.engine)
+        text.append(plain(app.active_model or "none", style="cyan"))
+        status = visible(app.model_status or engine_status_words(app.engine))
         if status:
             status = status if len(status) <= 48 else status[:47] + "…"
             style = "bold red" if app.engine.state in _TROUBLE else "italic yellow"
