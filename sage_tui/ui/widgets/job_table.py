@@ -18,6 +18,7 @@ STATUS_STYLES = {
     "failed": "bold red",
     "cancelled": "yellow",
     "interrupted": "yellow",
+    "broken": "bold red",
 }
 
 
