@@ -34,6 +34,11 @@ class HomeError(SageError):
     """SAGE_HOME cannot be created or written."""
 
 
+class UnsafeNameError(SageError):
+    """An id or name (typed, or read back from the database or a file) that cannot name a
+    folder under SAGE_HOME: no path is built from it."""
+
+
 class StoreError(SageError):
     """The SQLite database cannot be opened or is not ours."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sage_tui.core.log_files import rotate
+from sage_tui.core.private_files import private_dirs, private_open
 
 
 @contextmanager
@@ -29,7 +30,7 @@ def engine_output_to(log_path: Path) -> Iterator[tuple[TextIO, TextIO]]:
     `sys.__stdout__` at the yielded stdout (the terminal size is read from it). Everything is
     restored on exit.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(log_path.parent)
     rotate(log_path)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -37,7 +38,7 @@ def engine_output_to(log_path: Path) -> Iterator[tuple[TextIO, TextIO]]:
     out = os.fdopen(os.dup(saved[0]), "w", encoding="utf-8", errors="replace")
     err = os.fdopen(os.dup(saved[1]), "w", encoding="utf-8", errors="replace")
     previous = sys.__stdout__, sys.__stderr__, sys.stderr
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8", opener=private_open) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         sys.__stdout__ = out

@@ -22,6 +22,7 @@ from sage_tui.core.data import (
     load_dataset_file,
 )
 from sage_tui.core.data.placeholders import is_placeholder_warning
+from sage_tui.core.models.registry import remote_code_allowed
 from sage_tui.core.training.backend import register_job_adapter
 from sage_tui.core.training.jobs import Job, JobStatus
 from sage_tui.core.training.placement import parse_gpus
@@ -148,6 +149,11 @@ def build_spec(
     """
     values = dict(preset.values)
     settings = {k: v for k, v in request.settings.items() if v is not None}
+    if "trust_remote_code" in settings:
+        raise SpecError(
+            "trust_remote_code is not a job setting: it follows the base model's record"
+            " (sage-tui models import ... --trust-remote-code)"
+        )
     if "lora_r" in settings and "lora_alpha" not in settings:
         settings["lora_alpha"] = 2 * int(settings["lora_r"])
     values.update(settings)
@@ -165,6 +171,7 @@ def build_spec(
             skip_invalid=request.skip_invalid,
             placeholders=dict(request.placeholders),
             gpus=gpus,
+            trust_remote_code=remote_code_allowed(base),
             **values,
         )
     except TypeError as err:

@@ -37,7 +37,7 @@ from sage_tui.core.engines.kinds import default_engine_factory, resolve_engine_k
 from sage_tui.core.engines.memory_return import wait_for_memory_return
 from sage_tui.core.engines.plan import Hardware, ModelShape, plan_engine
 from sage_tui.core.engines.reply import Reply, ReplyStats
-from sage_tui.core.models.registry import ModelRegistry
+from sage_tui.core.models.registry import ModelRegistry, remote_code_allowed
 from sage_tui.core.runtime_tuning import engine_starting
 from sage_tui.core.store import ModelRecord
 from sage_tui.errors import ModelError, SageError, describe_error
@@ -217,7 +217,9 @@ class EngineManager:
             cpu_kv_cache_gib=plan.cpu_kv_cache_gib,
             gpu_indices=plan.gpu_indices,
             cuda_visible_devices=hardware.child_value(plan.gpu_indices),
-            trust_remote_code=bool(base.config.get("trust_remote_code", False)),
+            # Only a base model the user registered with --trust-remote-code; an adapter is
+            # served on its base, so it follows the base model's record.
+            trust_remote_code=remote_code_allowed(base),
         )
         self.on_status(f"loading {base.name} ({self.engine_kind}, {plan.device})")
         engine = self._factory(self.engine_kind, config)

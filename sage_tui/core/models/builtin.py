@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sage_tui.core.models.folder import check_model_folder, read_manifest, write_manifest
+from sage_tui.core.private_files import private_dirs, private_open, private_tree
 from sage_tui.errors import ModelError
 
 Progress = Callable[[str], None]
@@ -92,7 +93,7 @@ def provision(model: BuiltinModel, folder: Path, progress: Progress = lambda _: 
     Safe against concurrent callers (a file lock) and against a previous run that died half
     way (its leftovers are removed). Returns `folder`.
     """
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(folder.parent)
     with _lock(folder.parent / f".{folder.name}.lock"):
         if is_provisioned(folder):
             return folder
@@ -109,6 +110,7 @@ def provision(model: BuiltinModel, folder: Path, progress: Progress = lambda _: 
             convert_gguf(source, work, progress)
             progress("checking the converted model loads and answers")
             verify_loads(work)
+            private_tree(work)  # transformers saves with the umask; the home is private
             write_manifest(
                 work,
                 {
@@ -172,7 +174,7 @@ def verify_loads(folder: Path) -> None:
 
 @contextmanager
 def _lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
+    with open(path, "a", opener=private_open) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

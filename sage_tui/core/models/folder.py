@@ -8,10 +8,10 @@ file missing or cut short, is half-written: it is removed and provisioned again,
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from sage_tui.core.atomic import write_atomic
 from sage_tui.errors import ModelError
 
 MANIFEST = "sage-model.json"
@@ -64,11 +64,7 @@ def write_manifest(path: Path, info: dict[str, Any]) -> None:
         for f in sorted(path.rglob("*"))
         if f.is_file() and f.name != MANIFEST
     }
-    tmp = path / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({**info, "files": files}, indent=2, sort_keys=True))
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    tmp.replace(path / MANIFEST)
+    write_atomic(path / MANIFEST, json.dumps({**info, "files": files}, indent=2, sort_keys=True))
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:

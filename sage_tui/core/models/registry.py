@@ -3,6 +3,12 @@
 All records live in the store; this module decides what may be registered and how: a folder
 must hold a loadable model, a built-in model is provisioned before it is registered, and the
 first base model registered becomes the active one.
+
+A model's own Python code (`auto_map` in its config, `*.py` files from the Hub) runs only for
+a base model the user registered with `trust_remote_code=True` (`models import
+--trust-remote-code`): its record's config holds `"trust_remote_code": true`. Everything that
+loads a model (the engines, the training runner) asks :func:`remote_code_allowed`; an adapter
+follows its base model's record.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from sage_tui.core.models.builtin import Progress, builtin_model, provision
 from sage_tui.core.models.folder import check_model_folder, read_manifest
 from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord, Store
 from sage_tui.errors import ModelError, one_line
-from sage_tui.paths import Paths
+from sage_tui.paths import MODEL_NAME, Paths
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+TRUST_REMOTE_CODE = "trust_remote_code"
+"""The key in a base model's record config that allows running its own code."""
 HF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -72,16 +79,26 @@ class ModelRegistry:
         )
 
     def import_model(
-        self, source: str, name: str | None = None, progress: Progress = lambda _: None
+        self,
+        source: str,
+        name: str | None = None,
+        progress: Progress = lambda _: None,
+        *,
+        trust_remote_code: bool = False,
     ) -> ModelRecord:
-        """Register a local model folder, or a Hugging Face id (downloaded into the HF cache)."""
+        """Register a local model folder, or a Hugging Face id (downloaded into the HF cache).
+
+        `trust_remote_code`: the user allows the model's own Python code to run when it is
+        loaded (and a Hub download fetches its `*.py` files); off, they are never fetched or
+        run. Importing the same folder again sets it as asked this time.
+        """
         path = Path(source).expanduser()
         if path.exists() or source.startswith((".", "/", "~")) or not HF_ID_RE.match(source):
             folder = path.absolute()
             check_model_folder(folder)
             record_source, default_name = "local", folder.name
         else:
-            folder = _download(source, progress)
+            folder = _download(source, progress, with_code=trust_remote_code)
             check_model_folder(folder)
             record_source, default_name = "hf", source.split("/", 1)[1]
         name = _check_name(name or default_name.lower())
@@ -91,7 +108,9 @@ class ModelRegistry:
                 f"a model named {name!r} is already registered from {existing.path}:"
                 " choose another with --name"
             )
-        config = {"hf_id": source} if record_source == "hf" else {}
+        config: dict[str, object] = {"hf_id": source} if record_source == "hf" else {}
+        if trust_remote_code:
+            config[TRUST_REMOTE_CODE] = True
         return self._register(
             ModelRecord(
                 name=name, kind="base", source=record_source, path=str(folder), config=config
@@ -125,6 +144,11 @@ class ModelRegistry:
     def base_of(self, record: ModelRecord) -> ModelRecord:
         """The base model of `record` (itself if it is a base model)."""
         return self.get(record.base_model) if record.kind == "adapter" else record
+
+    def trusts_remote_code(self, record: ModelRecord) -> bool:
+        """Whether loading `record` may run its own code: its base model's record says the
+        user allowed it (see `remote_code_allowed`)."""
+        return remote_code_allowed(self.base_of(record))
 
     def set_active(self, name: str, engine: str = "") -> ModelRecord:
         """Make `name` the model the chat uses, for this process and for others on the machine.
@@ -164,24 +188,35 @@ class ModelRegistry:
         return stored
 
 
+def remote_code_allowed(base: ModelRecord) -> bool:
+    """Whether the base model `base` may run its own code: only when its record's config holds
+    exactly `true` (a string, a number or anything else read back from the database is no)."""
+    config = base.config
+    return (
+        base.kind == "base" and isinstance(config, dict) and config.get(TRUST_REMOTE_CODE) is True
+    )
+
+
 def _check_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if MODEL_NAME.problem(name) is not None:
         raise ModelError(
-            f"{name!r} is not a usable model name: letters, digits, '.', '_' and '-' only"
-            " (give one with --name)"
+            f"{name!r} is not a usable model name: letters, digits, '.', '_' and '-' only,"
+            f" at most {MODEL_NAME.longest} (give one with --name)"
         )
     return name
 
 
-def _download(repo_id: str, progress: Progress) -> Path:
-    """Fetch a Hugging Face model into the HF cache (or find it there) and return its folder."""
+def _download(repo_id: str, progress: Progress, *, with_code: bool = False) -> Path:
+    """Fetch a Hugging Face model into the HF cache (or find it there) and return its folder;
+    its `*.py` files only `with_code` (the user trusts its remote code)."""
     progress(f"getting {repo_id} from the Hugging Face Hub (or its local cache)")
     try:
         from huggingface_hub import snapshot_download
 
         folder = snapshot_download(
             repo_id,
-            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py"],
+            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+            + (["*.py"] if with_code else []),
         )
     except Exception as err:  # the hub raises many kinds; all mean "not available here"
         reason = one_line(err)

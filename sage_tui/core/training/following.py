@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_tui.core.training.job_folder import EVENTS_FILE, SPEC_FILE, JobFolder
-from sage_tui.core.training.job_rows import kept_progress
+from sage_tui.core.training.job_rows import UNTRUSTED, kept_progress
 from sage_tui.core.training.jobs import EventFollower, Job, JobStatus, job_from_row
 
 ACTIVE = frozenset({JobStatus.QUEUED.value, JobStatus.RUNNING.value})
@@ -70,6 +70,8 @@ class JobFollowers:
         An ended job whose progress its row kept reads no event (its folder is only looked at);
         an active one reads what was appended since the last read.
         """
+        if row[UNTRUSTED]:  # an id that names no folder: listed as broken, no disk read
+            return job_from_row(row, EventFollower(), row[UNTRUSTED])
         task_id, job_dir = row["id"], row["output_dir"]
         active = row["status"] in ACTIVE
         problem = self.problem(task_id, job_dir, spec=active)

@@ -4,18 +4,34 @@ The table holds what was asked (the spec), the status, the pid and placement of 
 process and why a job failed or waits. Progress lives in each job's events; when a job ends,
 the progress its events add up to is kept here too, so listing ended jobs (a thousand of them)
 reads no folder.
+
+A row is read back as data, not trusted: a job's folder is always built from its id under this
+home (`Paths.job_dir`, never the `output_dir` the row holds, so a home moved elsewhere keeps
+working and a tampered path is never followed), and a row whose id is not a task id (`../x`,
+`/etc`, `a/b`, `.`, '', a NUL) is marked `untrusted` with the reason: it is listed as a broken
+job, nothing is started, stopped or removed on disk from it, and only its record can be
+deleted.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 from sage_tui.core.store import Store
 from sage_tui.core.training.jobs import ENDED, JobProgress
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.errors import SageError
+from sage_tui.paths import TASK_ID, Paths
+
+UNTRUSTED = "untrusted"
+"""The key of a row read back that says why its id cannot name a folder (None: it can)."""
+INERT_DIR = Path(os.devnull) / "untrusted-job-id"
+"""The folder shown for a row whose id names none: under a file, so nothing can be read,
+created or removed there."""
 
 
 class JobError(SageError):
@@ -25,8 +41,11 @@ class JobError(SageError):
 class JobRows:
     """Reads and writes of the `jobs` table."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, paths: Paths | None = None) -> None:
         self.store = store
+        self.paths = paths
+        """Where the jobs' folders are (None: a row keeps the folder it holds; its id is
+        checked all the same)."""
 
     def insert(self, spec: JobSpec, output_dir: str) -> None:
         """Record a new job as queued."""
@@ -46,27 +65,39 @@ class JobRows:
 
     def find(self, task_id: str) -> Any:
         """The job's row, or None."""
-        rows = self.store.query("SELECT * FROM jobs WHERE id = ?", (task_id,))
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (task_id,))
         return rows[0] if rows else None
 
     def require(self, task_id: str) -> Any:
-        """The job's row; JobError when there is no such job."""
+        """The job's row (maybe `untrusted`); JobError when there is no such job."""
         row = self.find(task_id)
         if row is None:
             raise JobError(f"no fine-tuning job named {task_id}")
         return row
 
+    def require_trusted(self, task_id: str) -> Any:
+        """The job's row, to act on its folder or process; JobError when there is no such
+        job or its id, read back from the database, names no folder."""
+        row = self.require(task_id)
+        if row[UNTRUSTED]:
+            raise JobError(f"job {task_id!r} cannot be used: {row[UNTRUSTED]}")
+        return row
+
     def with_status(self, status: str, *, oldest_first: bool = False) -> list[Any]:
         """Rows of the jobs in `status`, newest first (or oldest first)."""
         order = "ASC" if oldest_first else "DESC"
-        return self.store.query(
+        return self._read(
             f"SELECT * FROM jobs WHERE status = ? ORDER BY created_at {order}, rowid {order}",
             (status,),
         )
 
     def all(self) -> list[Any]:
         """Every job's row, newest first."""
-        return self.store.query("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC")
+        return self._read("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC")
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Rows as read back, each with its folder built from its id (see the module)."""
+        return [trusted_row(row, self.paths) for row in self.store.query(sql, params)]
 
     def settle(
         self, task_id: str, status: str, error: str | None, progress: JobProgress | None = None
@@ -83,6 +114,21 @@ class JobRows:
     def delete(self, task_id: str) -> None:
         with self.store.transaction() as db:
             db.execute("DELETE FROM jobs WHERE id = ?", (task_id,))
+
+
+def trusted_row(row: Any, paths: Paths | None) -> dict[str, Any]:
+    """A `jobs` row as a dict whose `output_dir` is built from its id under `paths` (None:
+    kept), and `untrusted` saying why when the id is no task id (its folder is INERT_DIR)."""
+    data = dict(row)
+    problem = TASK_ID.problem(data.get("id"))
+    if problem is not None:
+        data["output_dir"] = str(INERT_DIR)
+        data[UNTRUSTED] = f"its id, read back from the database, is not valid: {problem}"
+    else:
+        if paths is not None:
+            data["output_dir"] = str(paths.job_dir(data["id"]))
+        data[UNTRUSTED] = None
+    return data
 
 
 def settle_in(

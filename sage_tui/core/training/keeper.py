@@ -44,6 +44,7 @@ def keep(
 ) -> int:
     """Poll the queue until it is empty (under the lock): 0, or EXIT_GAVE_UP after polls
     failed for `give_up_seconds`. `supervisor` defaults to one over HOME's database."""
+    from sage_tui.core.private_files import private_open
     from sage_tui.core.store import Store
     from sage_tui.core.training.supervisor import Supervisor
     from sage_tui.errors import describe_error
@@ -86,7 +87,7 @@ def keep(
         return waiting
 
     try:
-        with open(paths.queue_lock, "a+") as lock:
+        with open(paths.queue_lock, "a+", opener=private_open) as lock:
             while True:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 try:
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("home", type=Path)
     parser.add_argument("--jobs-per-gpu", type=int, default=1)
     args = parser.parse_args(argv)
+    from sage_tui.core.private_files import keep_private
+
+    keep_private()  # what it starts (runners) and writes (queue.lock) stays the user's
     return keep(args.home, args.jobs_per_gpu)
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sage_tui.core.gpu_scope import GpuScope, startup_scope
 from sage_tui.core.log_files import rotate
+from sage_tui.core.private_files import PRIVATE_UMASK, private_dirs, private_open
 from sage_tui.core.training.placement import Device
 from sage_tui.paths import Paths
 
@@ -108,7 +109,7 @@ def _detached(
     script's folder off a Python child's import path; Python 3.10 ignores it, so `cwd` is always
     one of our folders.
     """
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab", opener=private_open) as log:
         log.write(header.encode())
         log.flush()
         return subprocess.Popen(
@@ -120,6 +121,8 @@ def _detached(
             cwd=cwd,
             close_fds=True,
             env={**env, "PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"},
+            # What it writes before its own main runs (and what its libraries save) is private.
+            umask=PRIVATE_UMASK,
         )
 
 
@@ -202,13 +205,13 @@ def start_keeper(paths: Paths, jobs_per_device: int, scope: GpuScope | None = No
     It sees the GPUs as the user set them (`scope`, default the start-up scope), so it places
     jobs inside the same scope as the studio.
     """
-    with open(paths.queue_lock, "a+") as lock:
+    with open(paths.queue_lock, "a+", opener=private_open) as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False  # a keeper runs; it reads the queue again before it exits
         fcntl.flock(lock, fcntl.LOCK_UN)
-    paths.queue_log.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(paths.queue_log.parent)
     rotate(paths.queue_log)  # no keeper runs, so none writes to it
     command = [sys.executable, "-m", "sage_tui.core.training.keeper", str(paths.home)]
     command += ["--jobs-per-gpu", str(jobs_per_device)]

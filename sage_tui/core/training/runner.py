@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_tui.core.cpu_share import TRAIN_CPUS_ENV, allowed_cpus, apply_runner_share
+from sage_tui.core.private_files import keep_private
 from sage_tui.core.training.checkpoints import (
     SAVING_ADAPTER,
     being_saved,
@@ -54,6 +55,7 @@ from sage_tui.core.training.job_folder import (
     JobFolder,
 )
 from sage_tui.core.training.spec import JobSpec
+from sage_tui.core.training.trainer_config import check_remote_code, sft_arguments
 from sage_tui.core.training.training_rows import training_datasets, write_training_rows
 from sage_tui.core.training.workers import join_process_group, run_workers
 from sage_tui.errors import one_line
@@ -168,6 +170,7 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
     """Run the job; returns the exit code."""
     folder = JobFolder(job_dir)
     spec = folder.read_spec().check()
+    check_remote_code(spec, job_dir)
     if _rank() == 0 and (removed := remove_partial(folder)):
         print(f"removed checkpoints cut short: {', '.join(removed)}", flush=True)
     if _rank() == 0:
@@ -184,32 +187,11 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
     checkpoint = folder.last_checkpoint() if resume else None
     if resume and checkpoint is None:
         raise RuntimeError(f"nothing to resume: {folder.checkpoints} holds no checkpoint")
-    tokenizer = AutoTokenizer.from_pretrained(spec.base_path)
+    tokenizer = AutoTokenizer.from_pretrained(
+        spec.base_path, trust_remote_code=spec.trust_remote_code
+    )
     config = SFTConfig(
-        output_dir=str(folder.checkpoints),
-        per_device_train_batch_size=spec.batch_size,
-        per_device_eval_batch_size=spec.batch_size,
-        gradient_accumulation_steps=spec.grad_accum,
-        learning_rate=spec.learning_rate,
-        num_train_epochs=spec.epochs,
-        max_steps=spec.max_steps,
-        lr_scheduler_type=spec.lr_scheduler,
-        warmup_steps=spec.warmup_ratio,  # transformers 5: a float below 1 is a ratio
-        max_length=spec.max_length,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=spec.save_steps,
-        save_total_limit=3,
-        eval_strategy="steps" if eval_dataset is not None else "no",
-        eval_steps=spec.save_steps,
-        seed=spec.seed,
-        report_to=[],
-        use_cpu=not cuda,
-        # LoRA leaves no trainable parameter unused; searching for them costs every step.
-        ddp_find_unused_parameters=False,
-        # Recomputing activations saves GPU memory but only costs time on a CPU.
-        gradient_checkpointing=cuda,
-        **spec.extra,
+        **sft_arguments(spec, folder, cuda=cuda, evaluating=eval_dataset is not None)
     )
     lora = LoraConfig(
         r=spec.lora_r,
@@ -353,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job_dir", type=Path)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
+    # Before any file is written: torch, safetensors and PEFT save with the process umask.
+    keep_private()
     job_dir = args.job_dir.absolute()
     events = EventWriter(job_dir)
     try:

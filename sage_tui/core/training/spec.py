@@ -9,16 +9,15 @@ is checked before a job starts, and adapters stay servable by vLLM: plain LoRA (
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from sage_tui.core.data.placeholders import PLACEHOLDER_NAME
 from sage_tui.core.engines.plan import VLLM_LORA_RANKS
+from sage_tui.core.training.expert_settings import expert_problems
 from sage_tui.errors import SageError
-
-TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+from sage_tui.paths import TASK_ID
 
 
 class SpecError(SageError):
@@ -62,7 +61,12 @@ class JobSpec:
     """GPUs (numbered as nvidia-smi numbers them) the job must run on; empty: the queue picks a
     free one."""
     extra: dict[str, Any] = field(default_factory=dict)
-    """Further SFTConfig arguments, for experts (e.g. {"use_liger_kernel": true} on GPUs)."""
+    """Further SFTConfig arguments, for experts (e.g. {"use_liger_kernel": true} on GPUs):
+    only those in `expert_settings.EXPERT_SETTINGS`."""
+    trust_remote_code: bool = False
+    """Run the base model's own Python code (its `auto_map`): copied from the base model's
+    registry record when the job is prepared, and checked against that record again by the
+    runner; never on unless the user registered the model with --trust-remote-code."""
 
     def check(self) -> JobSpec:
         """Raise SpecError naming the first value out of range; return self."""
@@ -79,6 +83,8 @@ class JobSpec:
     def from_file(cls, path: Path) -> JobSpec:
         """Read spec.json; unknown keys (from a newer version) are refused by name."""
         data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise SpecError(f"{path}: not a JSON object of settings")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -93,10 +99,8 @@ class JobSpec:
 def spec_problems(spec: JobSpec) -> list[str]:
     """Every value out of range, in words."""
     problems = []
-    if not TASK_ID_RE.match(spec.task_id):
-        problems.append(
-            f"task id {spec.task_id!r} must be letters, digits, '.', '_' or '-' (at most 64)"
-        )
+    if (id_problem := TASK_ID.problem(spec.task_id)) is not None:
+        problems.append(id_problem)
     if spec.lora_r not in VLLM_LORA_RANKS:
         ranks = ", ".join(map(str, VLLM_LORA_RANKS))
         problems.append(f"LoRA rank {spec.lora_r} is not one vLLM serves ({ranks})")
@@ -117,6 +121,9 @@ def spec_problems(spec: JobSpec) -> list[str]:
         ),
     ]
     problems += [message for ok, message in checks if not ok]
+    problems += expert_problems(spec.extra)
+    if not isinstance(spec.trust_remote_code, bool):
+        problems.append(f"trust_remote_code {spec.trust_remote_code!r} must be true or false")
     if any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in spec.gpus) or len(
         set(spec.gpus)
     ) != len(spec.gpus):

@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from sage_tui.core.gpu_scope import GpusUnreadable
+from sage_tui.core.private_files import DIR_MODE, private_dirs
 from sage_tui.core.store import Store
 from sage_tui.core.training.events import Event, read_events
 from sage_tui.core.training.following import JobFollowers
 from sage_tui.core.training.job_folder import LOG_FILE, JobFolder
-from sage_tui.core.training.job_rows import JobError, JobRows, settle_in
+from sage_tui.core.training.job_rows import UNTRUSTED, JobError, JobRows, settle_in
 from sage_tui.core.training.jobs import RESUMABLE, Job, JobStatus, outcome, stored_gpus
 from sage_tui.core.training.placement import Device, PlacementError, describe, place
 from sage_tui.core.training.processes import (
@@ -47,7 +48,7 @@ from sage_tui.core.training.processes import (
 )
 from sage_tui.core.training.runners import RunnerCommand, Runners
 from sage_tui.core.training.spec import JobSpec
-from sage_tui.paths import Paths
+from sage_tui.paths import TASK_ID, Paths
 
 __all__ = ["Job", "JobError", "JobStatus", "Supervisor"]
 
@@ -77,7 +78,7 @@ class Supervisor:
         if jobs_per_device < 1:
             raise ValueError("jobs_per_device must be at least 1")
         self.store = store
-        self._table = JobRows(store)
+        self._table = JobRows(store, paths)
         self.paths = paths
         self.runner_command: RunnerCommand = runner_command or default_runner_command
         self.jobs_per_device = jobs_per_device
@@ -111,9 +112,9 @@ class Supervisor:
         with self._lock:
             if self._table.find(spec.task_id) is not None:
                 raise JobError(f"a job named {spec.task_id} already exists: pick another task id")
-            job_dir.parent.mkdir(parents=True, exist_ok=True)
+            private_dirs(job_dir.parent)
             try:
-                job_dir.mkdir()
+                job_dir.mkdir(mode=DIR_MODE)  # private whatever the umask
             except FileExistsError:
                 raise JobError(
                     f"the folder {job_dir} already exists: pick another task id"
@@ -140,7 +141,7 @@ class Supervisor:
         frees (from its checkpoint when it has one). JobError when it cannot start at all.
         """
         with self._lock:
-            row = self._table.require(task_id)
+            row = self._table.require_trusted(task_id)
             status = row["status"]
             if status == "running":
                 raise JobError(f"job {task_id} is already running")
@@ -202,7 +203,7 @@ class Supervisor:
 
     def events(self, task_id: str, offset: int = 0) -> tuple[list[Event], int]:
         """Complete events of a job from byte `offset` on, and the offset to read next."""
-        row = self._table.require(task_id)
+        row = self._table.require_trusted(task_id)
         return read_events(Path(row["output_dir"]), offset)
 
     def last_checkpoint(self, task_id: str) -> Path | None:
@@ -241,7 +242,7 @@ class Supervisor:
         reported that it stopped, else interrupted. An ended job is returned as it is.
         """
         with self._lock:
-            row = self._table.require(task_id)
+            row = self._table.require_trusted(task_id)
             if row["status"] == "queued":
                 with self.store.transaction() as db:  # unless another process just started it
                     db.execute(
@@ -271,14 +272,17 @@ class Supervisor:
         """
         with self._lock:
             row = self._table.require(task_id)
-            if row["status"] == "running":
+            untrusted = row[UNTRUSTED]
+            if row["status"] == "running" and not untrusted:
                 self._check(row)
                 row = self._table.require(task_id)
-            if row["status"] == "running":
+            if row["status"] == "running" and not untrusted:
                 raise JobError(f"job {task_id} is running: cancel it before deleting it")
             self._table.delete(task_id)
             self._followers.forget(task_id)
             self._runners.forget(task_id)
+        if untrusted:  # no path is built from it: nothing on disk is touched
+            raise JobError(f"the record of job {task_id!r} is deleted; no folder was: {untrusted}")
         try:
             JobFolder(self.paths.job_dir(task_id)).remove()
         except OSError as err:
@@ -321,6 +325,10 @@ class Supervisor:
                 ).fetchall()
                 for row in queued:
                     task_id = row["id"]
+                    if (problem := TASK_ID.problem(task_id)) is not None:
+                        settle_in(db, task_id, "failed", f"cannot start: {problem}")
+                        touched.append(task_id)
+                        continue
                     pinned = json.loads(row["spec"]).get("gpus") or []
                     try:
                         gpus = place(pinned, devices, held, self.jobs_per_device)
@@ -374,7 +382,10 @@ class Supervisor:
         self._followers.started(task_id)
 
     def _check(self, row: Any) -> Job | None:
-        """Follow one running job; settle it if its process ended. The job if it changed."""
+        """Follow one running job; settle it if its process ended. The job if it changed.
+        One whose id names no folder is only listed (broken), never followed."""
+        if row[UNTRUSTED]:
+            return None
         task_id, job_dir = row["id"], Path(row["output_dir"])
         alive, code = self._runners.liveness(row)
         follow = self._followers.catch_up(task_id, job_dir)
