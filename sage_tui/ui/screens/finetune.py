@@ -136,8 +136,12 @@ class FinetuneScreen(StudioScreen):
                 skip_invalid=request.skip_invalid,
                 placeholders=request.placeholders,
             )
-        except (SageError, OSError, ValueError) as err:
+        except (SageError, OSError) as err:
             self.app.call_from_thread(form.show_report, f"dataset refused: {err}", True)
+            return
+        except ValueError as err:  # "embedded null byte" and the like: say which path
+            refused = f"dataset refused: {request.dataset}: {err}"
+            self.app.call_from_thread(form.show_report, refused, True)
             return
         self.app.call_from_thread(form.show_fills, list(check.unfilled))
         base = form.bases.get(request.base)
