@@ -266,3 +266,17 @@ async def test_remote_code_runs_only_for_a_model_registered_to_run_it(
     jobs = studio.jobs
     assert jobs.prepare(JobRequest(base="twin", dataset=FACTS)).spec.trust_remote_code is True
     assert jobs.prepare(JobRequest(base=BUILTIN, dataset=FACTS)).spec.trust_remote_code is False
+
+
+def test_the_cli_refuses_an_unknown_expert_setting_in_one_line_creating_nothing(
+    provisioned_services: Services, capsys
+) -> None:
+    home = provisioned_services.settings.home
+    argv = ["--home", str(home), "finetune", "--base", BUILTIN, "--data", str(FACTS)]
+    assert cli_main([*argv, "--extra", "weight_decay=0.01", "--extra", 'output_dir="/x"']) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "expert setting 'output_dir' not allowed in extra; allowed: weight_decay" in err
+    assert cli_main([*argv, "--extra", "weight_decay"]) == 2
+    assert "--extra 'weight_decay' must be NAME=VALUE" in capsys.readouterr().err
+    assert list(provisioned_services.settings.paths.finetune_outputs.iterdir()) == []

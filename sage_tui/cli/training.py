@@ -53,6 +53,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     for flag, (_, kind, text) in JOB_FLAGS.items():
         ft.add_argument(flag, type=kind, help=text)
     ft.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an expert TRL setting, VALUE in JSON (e.g. weight_decay=0.01); an unknown NAME is"
+        " refused with the list of allowed ones (repeatable)",
+    )
+    ft.add_argument(
         "--gpu",
         metavar="N[,M]",
         default="",
@@ -128,9 +136,12 @@ def _finetune(studio, args: argparse.Namespace) -> int:
         task_id=args.name or "",
         preset=args.preset,
         settings={
-            field: getattr(args, _dest(flag))
-            for flag, (field, _, _) in JOB_FLAGS.items()
-            if getattr(args, _dest(flag)) is not None
+            **{
+                field: getattr(args, _dest(flag))
+                for flag, (field, _, _) in JOB_FLAGS.items()
+                if getattr(args, _dest(flag)) is not None
+            },
+            **({"extra": _expert_values(args.extra)} if args.extra else {}),
         },
         gpus=_gpus(args.gpu),
         placeholders=_placeholder_values(args.fill),
@@ -179,6 +190,23 @@ def _placeholder_values(fills: list[str]) -> dict[str, str]:
         if not equals or not key:
             raise SageError(f"--fill {fill!r} must be KEY=VALUE, for example --fill name=Sage")
         values[key] = value
+    return values
+
+
+def _expert_values(pairs: list[str]) -> dict[str, object]:
+    """`--extra NAME=VALUE` arguments as expert settings: VALUE read as JSON (0.01, true,
+    "cosine"), else as the text it is. Which names and values are allowed is the spec's to say."""
+    import json
+
+    values: dict[str, object] = {}
+    for pair in pairs:
+        name, equals, text = pair.partition("=")
+        if not equals or not name:
+            raise SageError(f"--extra {pair!r} must be NAME=VALUE, for example weight_decay=0.01")
+        try:
+            values[name] = json.loads(text)
+        except ValueError:
+            values[name] = text
     return values
 
 
