@@ -183,7 +183,7 @@ async def test_cancel_then_resume_from_the_screen(make_app) -> None:
             lambda: app.jobs and app.jobs[0].status == "running" and app.jobs[0].progress.step
         )
         table = app.screen.query_one("#finetune-jobs")
-        await until(lambda: "ft-stop" in table.rows and table.get_row("ft-stop")[2] == "CPU")
+        await until(lambda: "ft-stop" in table.rows and str(table.get_row("ft-stop")[2]) == "CPU")
         table.focus()
         await pilot.press("d")  # refused while it runs, and the user is told why
         await until(lambda: any("cancel it before" in n.message for n in app._notifications))

@@ -458,3 +458,21 @@ def test_cli_jobs_show_logs_and_dataset_errors(
         assert cli.main(argv) == 2
     assert_terminal_safe(error[0], f"K {text} Z", f"dataset key error, {case}")
     assert error[0].count(b"\n") == 1 and b"sage-tui: error:" in error[0]
+
+
+async def test_a_control_that_reaches_a_widget_another_way_is_dropped(
+    services: Services,
+) -> None:
+    """The line filter: an Input shows its value as it is (a saved system prompt, editable, so
+    not rewritten), yet no control from it reaches the terminal and nothing after it moves."""
+    app = SageApp(services)
+    async with app.run_test(size=(120, 30)) as pilot:
+        box = app.screen.query_one("#chat-system", Input)
+        for case, text in CONTROLS:
+            box.value = f"S {text} END"
+            await pilot.pause()
+            output, _ = frame(app)
+            written = OWN_SEQUENCES.sub("", output)
+            assert CONTROL.search(written) is None, f"{case}: {CONTROL.search(written)!r}"
+            assert box.value == f"S {text} END"  # the prompt itself is kept as typed
+            assert "END" in shown_in(app, box)

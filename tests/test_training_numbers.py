@@ -129,7 +129,7 @@ async def test_a_job_whose_loss_became_nan_shows_failed_with_the_reason(
         assert chart.caption.startswith("loss over 3 steps: first 2.0000  last nan")
         assert chart.losses == [2.0, 1.0]  # the NaN is named, not drawn
         table = screen.query_one("#finetune-jobs")
-        await until(lambda: table.get_row("ft-nan")[4] == "nan")
+        await until(lambda: str(table.get_row("ft-nan")[4]) == "nan")
         # The checkpoint before the NaN is what a resume goes on from.
         checkpoint = app.services.supervisor.last_checkpoint("ft-nan")
         assert checkpoint is not None and checkpoint.name == "checkpoint-2"
