@@ -16,7 +16,7 @@ from rich.text import Text
 from textual.color import Color
 from textual.filter import LineFilter
 
-from sage_tui.core.safe_text import visible, without_controls
+from sage_tui.core.safe_text import is_clean, visible, without_controls
 
 
 def plain(text: str | None, style: str = "") -> Text:
@@ -28,6 +28,8 @@ class ControlFilter(LineFilter):
     """Removes terminal controls from rendered segments (widths in cells are unchanged)."""
 
     def apply(self, segments: list[Segment], background: Color) -> list[Segment]:
+        if is_clean("".join([segment.text for segment in segments])):
+            return segments  # nearly every line: one search, no copy
         filtered = []
         for segment in segments:
             text = segment.text
