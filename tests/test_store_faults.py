@@ -329,3 +329,20 @@ async def test_the_studio_says_the_database_is_locked_and_keeps_the_message(
         await until(lambda: app.screen.reply is None and len(messages(app)) == 2)
     saved = ConversationStore(store)
     assert saved.messages(saved.recent()[0].id)[0].content == "Is anyone there?"
+
+
+def test_text_with_undecodable_bytes_is_stored_as_its_escapes(tmp_path: Path) -> None:
+    """A lone surrogate (a byte that was not UTF-8, read with surrogateescape: a file name in
+    a runner's error) used to fail the whole statement, so a job's end was never saved and it
+    stayed `running`; every write now stores it as the escape the screen shows."""
+    store = Store(tmp_path / "sage-tui.db")
+    odd = b"no such file: \xff\xfe.jsonl".decode("utf-8", "surrogateescape")
+    with store.transaction() as db:
+        db.execute("INSERT INTO settings (key, value) VALUES (?, ?)", ("reason", odd))
+        db.executemany("INSERT INTO settings (key, value) VALUES (:k, :v)", [{"k": "x", "v": odd}])
+    assert store.get_setting("reason") == store.get_setting("x") == "no such file: \\xff\\xfe.jsonl"
+    conversations = ConversationStore(store)
+    cid = conversations.create(title=odd)
+    conversations.add_message(cid, "user", odd)
+    assert conversations.messages(cid)[0].content == "no such file: \\xff\\xfe.jsonl"
+    store.close()

@@ -48,6 +48,20 @@ def _table() -> dict[int, str]:
 
 
 _TABLE = _table()
+_SURROGATES = {code: _TABLE[code] for code in range(0xD800, 0xE000)}
+
+
+def storable(text: str) -> str:
+    """`text` as UTF-8 can hold it (SQLite, a JSON file): lone surrogates, the undecodable
+    bytes `surrogateescape` read, become the escapes `visible` shows (`\\xff`); everything
+    else, controls included, is kept as it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.translate(_SURROGATES)
+    return text
+
+
 _CONTROL = re.compile("[" + "".join(re.escape(chr(code)) for code in sorted(_TABLE)) + "]")
 # For text already laid out in cells: zero-width controls go, a surrogate (one cell) becomes
 # U+FFFD (one cell), so nothing after it moves.

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_tui.core.store_db import BUSY_TIMEOUT, connect, open_database, rollback, store_error
+from sage_tui.core.store_db import (
+    BUSY_TIMEOUT,
+    StorableConnection,
+    connect,
+    open_database,
+    rollback,
+    store_error,
+)
 
 # Index i holds the script that takes the schema from version i to i + 1. Append only: a
 # released migration is never edited, since databases in the field have already run it.
@@ -149,7 +156,7 @@ class Store:
                 raise self._fault(err) from None
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[StorableConnection]:
         """Run statements atomically (`BEGIN IMMEDIATE` ... `COMMIT`).
 
         Whatever fails (the block, a constraint, COMMIT itself) rolls the transaction back
@@ -163,7 +170,7 @@ class Store:
             except sqlite3.Error as err:
                 raise self._fault(err) from None
             try:
-                yield self._db
+                yield StorableConnection(self._db)
                 self._db.execute("COMMIT")
             except sqlite3.Error as err:
                 self._end_transaction()

@@ -14,10 +14,11 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from sage_tui.core.safe_text import storable
 from sage_tui.errors import StoreError
 
 BUSY_TIMEOUT = 10.0
@@ -226,3 +227,32 @@ def _retry_busy(step: Callable[[], T], busy_timeout: float) -> T:
             if primary_code(err) not in _LOCKED or time.monotonic() >= deadline:
                 raise
         time.sleep(0.02)
+
+
+class StorableConnection:
+    """A connection whose `execute` / `executemany` store any text: a str parameter holding
+    lone surrogates (bytes that were not UTF-8: a file name, a log line) is written with them
+    as escapes (`core.safe_text.storable`) instead of failing the whole statement with a
+    UnicodeEncodeError (which left a job's end unsaved on every poll)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, _storable(params))
+
+    def executemany(self, sql: str, rows: Iterable[Any]) -> sqlite3.Cursor:
+        return self._db.executemany(sql, (_storable(row) for row in rows))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def _storable(params: Any) -> Any:
+    if isinstance(params, Mapping):
+        return {key: _value(value) for key, value in params.items()}
+    return [_value(value) for value in params]
+
+
+def _value(value: Any) -> Any:
+    return storable(value) if isinstance(value, str) else value
