@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from textual.widgets import Input
 
 from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord
-from sage_tui.core.training.events import Event
 from sage_tui.core.training.jobs import Job, JobProgress, JobStatus
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.services import Services
@@ -36,9 +36,17 @@ class FixedSupervisor:
     def list(self) -> list[Job]:
         return list(self.jobs)
 
-    def events(self, task_id: str, offset: int = 0) -> tuple[list[Event], int]:
-        steps = self.losses.get(task_id, [])
-        return [Event("step", 0.0, {"step": i + 1, "loss": v}) for i, v in enumerate(steps)], 0
+    def get(self, task_id: str) -> Job:
+        return next(job for job in self.jobs if job.id == task_id)
+
+
+def write_steps(job: Job, losses: list[float]) -> None:
+    """The job's events.jsonl, as its runner would have written it: one step event a loss."""
+    lines = (
+        json.dumps({"kind": "step", "time": 0.0, "step": i + 1, "loss": v})
+        for i, v in enumerate(losses)
+    )
+    job.folder.events_file.write_text("".join(f"{line}\n" for line in lines))
 
 
 def job(tmp: Path, task_id: str, status: str, log: str, **progress) -> Job:
@@ -73,6 +81,8 @@ def make_app(services: Services, jobs: list[Job], curves: dict[str, list[float]]
     services.store.upsert_model(ModelRecord(BASE, "base", "hf", "/srv/models/qwen"))
     services.store.set_setting(ACTIVE_MODEL_KEY, BASE)
     services.monitor.snapshot = two_gpu_snapshot()
+    for each in jobs:
+        write_steps(each, curves.get(each.id, []))
     services.supervisor = FixedSupervisor(jobs, curves)
     return SageApp(services)
 
