@@ -27,7 +27,6 @@ sys.path.insert(0, str(REPO))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 BUILTIN = "smollm2-135m-instruct"
-FACTS = REPO / "sample_data" / "sage_tui_facts.jsonl"
 
 
 def step_times(job_dir: Path) -> list[tuple[float, int]]:
@@ -44,34 +43,19 @@ def steps_per_minute(job_dir: Path, start: float, end: float) -> float:
 async def run(args) -> dict:
     from sage_tui.config import Settings
     from sage_tui.core.models.builtin import is_provisioned
-    from sage_tui.core.training.spec import JobSpec
     from sage_tui.paths import Paths, resolve_home
-    from sage_tui.services import open_services
-    from sage_tui.studio import Studio
     from sage_tui.terminal import engine_output_to
-    from tests.support.load import sustained_replies
+    from tests.support.load import endless_job, sustained_replies, vllm_studio
 
-    model = Paths(resolve_home()).model_dir(BUILTIN)  # pulled by `make setup`
+    # The built-in model as `make setup` pulled it, unless named.
+    model = Path(args.model) if args.model else Paths(resolve_home()).model_dir(BUILTIN)
     if not is_provisioned(model):
         raise SystemExit(f"{model} is missing: run `make setup` first")
     home = Path(tempfile.mkdtemp(prefix="sage-load-"))
-    settings = Settings(home=home, engine="vllm", default_model="")
     with engine_output_to(home / "logs" / "engine.log"):
-        services = open_services(settings)
-        services.settings.paths.model_dir(BUILTIN).symlink_to(model)
-        services.registry.pull(BUILTIN)
-        studio = Studio(services)
+        services, studio = vllm_studio(Settings(home=home), model)
         supervisor = services.supervisor
-        spec = JobSpec(
-            task_id="ft-load",
-            base_model=BUILTIN,
-            base_path=str(model),
-            dataset=str(FACTS),
-            max_steps=100_000,
-            batch_size=1,
-            max_length=64,
-            save_steps=100_000,
-        ).check()
+        spec = endless_job(model)
         try:
             await studio.engine.start(raise_errors=True)
             job = supervisor.submit(spec)
@@ -85,6 +69,7 @@ async def run(args) -> dict:
             t2 = time.time()
             supervisor.poll()
             status = str(supervisor.get(job.id).status)
+            saved = services.store.query("SELECT COUNT(*) FROM conversations")[0][0]
         finally:
             if supervisor.get(spec.task_id).active:
                 supervisor.cancel(spec.task_id, grace_seconds=5, term_seconds=5)
@@ -101,6 +86,7 @@ async def run(args) -> dict:
         "rounds": load.rounds,
         "replies": load.replies,
         "empty_replies": load.empty_replies,
+        "conversations_saved": saved,
         "replies_per_s": round(load.replies / load.seconds, 2),
         "tokens_per_s": round(load.tokens / load.seconds, 1),
         "rss_mib_studio_engine_at_quarters": [
@@ -116,6 +102,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--baseline", type=float, default=60.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--model", help="the built-in model's folder (default: the one in ~/.sage)")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args)), indent=2))
 

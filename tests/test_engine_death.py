@@ -12,9 +12,9 @@ import pytest
 
 from sage_tui.core.engines.base import Sampling
 from sage_tui.core.engines.manager import EngineStopped
-from sage_tui.services import open_services
-from sage_tui.studio import EngineState, Studio
-from tests.conftest import BUILTIN, FakeMonitor, no_gpu_snapshot
+from sage_tui.studio import EngineState
+from tests.conftest import FakeMonitor, no_gpu_snapshot
+from tests.support.load import vllm_studio
 
 pytestmark = pytest.mark.slow
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
@@ -33,13 +33,7 @@ def engine_cores() -> list[psutil.Process]:
 async def test_a_killed_engine_core_is_noticed_and_the_next_message_reloads(
     settings, builtin_model_dir: Path
 ) -> None:
-    services = open_services(
-        settings.with_changes(engine="vllm", default_model=""),
-        monitor=FakeMonitor(no_gpu_snapshot()),
-    )
-    services.settings.paths.model_dir(BUILTIN).symlink_to(builtin_model_dir)
-    services.registry.pull(BUILTIN)
-    studio = Studio(services)
+    services, studio = vllm_studio(settings, builtin_model_dir, FakeMonitor(no_gpu_snapshot()))
     try:
         await studio.engine.start(raise_errors=True)
         cores = engine_cores()

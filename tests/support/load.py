@@ -12,10 +12,15 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
 from sage_tui.core.engines.base import Sampling
+from sage_tui.core.training.spec import JobSpec
+
+BUILTIN = "smollm2-135m-instruct"
+FACTS = Path(__file__).resolve().parents[2] / "sample_data" / "sage_tui_facts.jsonl"
 
 RUNNER = "sage_tui.core.training.runner"
 QUESTIONS = (
@@ -92,3 +97,30 @@ async def sustained_replies(
         run.samples.append((time.monotonic() - start, *_rss_mib()))
     run.seconds = time.monotonic() - start
     return run
+
+
+def vllm_studio(settings, model_dir: Path, monitor=None):
+    """Services on the real vLLM engine over `settings`' home with the built-in model (at
+    `model_dir`) linked in and registered, and a Studio over them."""
+    from sage_tui.services import open_services
+    from sage_tui.studio import Studio
+
+    extra = {"monitor": monitor} if monitor is not None else {}
+    services = open_services(settings.with_changes(engine="vllm", default_model=""), **extra)
+    services.settings.paths.model_dir(BUILTIN).symlink_to(model_dir)
+    services.registry.pull(BUILTIN)
+    return services, Studio(services)
+
+
+def endless_job(model_dir: Path, task_id: str = "ft-load") -> JobSpec:
+    """A real job on the built-in model that trains until it is cancelled."""
+    return JobSpec(
+        task_id=task_id,
+        base_model=BUILTIN,
+        base_path=str(model_dir),
+        dataset=str(FACTS),
+        max_steps=100_000,
+        batch_size=1,
+        max_length=64,
+        save_steps=100_000,
+    ).check()
