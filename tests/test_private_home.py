@@ -113,20 +113,25 @@ def test_the_entry_points_take_a_private_umask(umask: int, tmp_path: Path, capsy
     assert not_private(home) == []
 
 
+def run_runner_with_umask_0(job_dir: Path, timeout: float) -> subprocess.CompletedProcess:
+    """The real runner on `job_dir`, started with the most open umask there is."""
+    return subprocess.run(
+        [sys.executable, "-m", "sage_tui.core.training.runner", str(job_dir)],
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        cwd=job_dir,
+        capture_output=True,
+        umask=0,
+        timeout=timeout,
+    )
+
+
 def test_the_runner_takes_a_private_umask_before_it_writes(tmp_path: Path) -> None:
     home = Paths(tmp_path / "home").ensure()
     job_dir = home.job_dir("broken-spec")
     job_dir.mkdir(mode=0o700)
     (job_dir / "spec.json").write_text('{"task_id": "broken-spec"}')  # no base model: fails
     os.chmod(job_dir / "spec.json", 0o600)
-    runner = subprocess.run(
-        [sys.executable, "-m", "sage_tui.core.training.runner", str(job_dir)],
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-        cwd=job_dir,
-        capture_output=True,
-        umask=0,
-        timeout=120,
-    )
+    runner = run_runner_with_umask_0(job_dir, timeout=120)
     assert runner.returncode == 1, runner.stderr[-2000:]
     assert '"failed"' in (job_dir / "events.jsonl").read_text()
     assert not_private(home.home) == []
@@ -151,14 +156,7 @@ def test_a_real_runners_checkpoint_and_adapter_are_private(
     ).check()
     (job_dir / "spec.json").write_text(spec.to_json())
     os.chmod(job_dir / "spec.json", 0o600)
-    runner = subprocess.run(
-        [sys.executable, "-m", "sage_tui.core.training.runner", str(job_dir)],
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-        cwd=job_dir,
-        capture_output=True,
-        umask=0,
-        timeout=300,
-    )
+    runner = run_runner_with_umask_0(job_dir, timeout=300)
     assert runner.returncode == 0, runner.stdout[-3000:] + runner.stderr[-3000:]
     assert (job_dir / "adapter_model.safetensors").is_file()
     assert (job_dir / "checkpoints" / "checkpoint-2" / "optimizer.pt").is_file()

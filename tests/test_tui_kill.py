@@ -31,9 +31,9 @@ from sage_tui.core.store import ConversationStore, MessageRecord, Store
 from sage_tui.core.training.events import read_events
 from sage_tui.services import open_services
 from tests.conftest import BUILTIN
+from tests.support.load import endless_job
 
 READY = f"Ask {BUILTIN} (Enter sends".encode()
-FACTS = Path(__file__).resolve().parent.parent / "sample_data" / "sage_tui_facts.jsonl"
 PROMPT = "Write a long story about a dragon who learns to bake bread."
 
 
@@ -130,19 +130,9 @@ def streaming(tui: Tui, home: Path) -> list[MessageRecord]:
 
 def start_training(home: Path, base: Path) -> str:
     """A real job (the real runner, small steps) started in `home`, as the studio starts one."""
-    from sage_tui.core.training.spec import JobSpec
     from sage_tui.core.training.supervisor import Supervisor
 
-    spec = JobSpec(
-        task_id="ft-survives",
-        base_model=BUILTIN,
-        base_path=str(base),
-        dataset=str(FACTS),
-        max_steps=10_000,
-        batch_size=1,
-        max_length=32,
-        save_steps=10_000,
-    ).check()
+    spec = endless_job(base, "ft-survives")
     paths = Settings.load(home=home).paths
     store = Store(paths.db)
     try:
