@@ -64,6 +64,12 @@ class JobRequest:
     placeholders: Mapping[str, str] = field(default_factory=dict)
     dataset_format: str | None = None
     skip_invalid: bool = False
+    columns: Mapping[str, str] = field(default_factory=dict)
+    """The file's own key names for the standard ones: {"instruction": "question", ...}."""
+    train_on_prompts: bool = False
+    """Train on every token, not only the assistant replies."""
+    strip_special_tokens: bool = False
+    """Remove literal special tokens (`<|im_end|>`, `</s>`, ...) from the rows' text."""
 
 
 @dataclass(frozen=True)

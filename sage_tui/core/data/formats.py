@@ -78,7 +78,10 @@ _SHAREGPT_ROLES: dict[str, str] = {
     "tool": "tool",
 }
 
-Message = dict[str, str]
+Message = dict[str, Any]
+"""One chat turn: `role` and `content` (a string), and where the row had them `name`,
+`tool_calls` (OpenAI style: `[{"type": "function", "function": {"name", "arguments"}}]`, the
+content then may be empty) and `tool_call_id`."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,11 @@ class Example:
     messages: list[Message] | None = None
     text: str | None = None
     line: int = 0  # where the row starts in its file (1-based; 0 when not from a file)
+    tools: list[dict[str, Any]] | None = None
+    """Function definitions the conversation may call (the chat template's `tools`)."""
+    weights: tuple[float, ...] | None = None
+    """One per message: 0 marks a turn that carries no loss; None: every assistant turn
+    carries loss."""
 
     @property
     def is_text(self) -> bool:
@@ -98,7 +106,12 @@ class Example:
         """The JSON object written for this example: `{"messages": [...]}` or `{"text": ...}`."""
         if self.messages is None:
             return {"text": self.text}
-        return {"messages": [dict(m) for m in self.messages]}
+        record: dict[str, Any] = {"messages": [dict(m) for m in self.messages]}
+        if self.tools is not None:
+            record["tools"] = self.tools
+        if self.weights is not None:
+            record["weights"] = list(self.weights)
+        return record
 
 
 def marked_format(row: Mapping[str, Any]) -> Format | None:
