@@ -29,6 +29,12 @@ from itertools import chain
 from pathlib import Path
 
 from sage_tui.core.atomic import write_atomic
+from sage_tui.core.data.columns import (
+    check_columns,
+    parse_columns,
+    rename_columns,
+    unmatched_columns,
+)
 from sage_tui.core.data.files import SUPPORTED_EXTENSIONS, Row, RowFile, open_rows
 from sage_tui.core.data.formats import (
     DETECT_ROWS,
@@ -70,6 +76,7 @@ __all__ = [
     "invalid_rows_message",
     "iter_examples",
     "load_dataset_file",
+    "parse_columns",
     "parse_format",
     "split",
     "to_example",
@@ -90,10 +97,12 @@ class RowProblem:
     row_index: int  # 0-based position among the file's rows
     message: str
     in_array: bool = False  # rows of a JSON array are also shown by number
+    unit: str = "line"
+    """What `line` counts: "line", or "row" for files without lines (Parquet, Arrow)."""
 
     def __str__(self) -> str:
-        where = f"line {self.line}"
-        if self.in_array:
+        where = f"{self.unit} {self.line}"
+        if self.in_array and self.unit == "line":
             where += f" (row {self.row_index + 1})"
         return f"{where}: {self.message}"
 
@@ -172,12 +181,24 @@ def invalid_rows_message(
     )
 
 
-def _detected(rows: RowFile, fmt: str | Format | None) -> tuple[Format, Iterator[Row]]:
-    """The format (`fmt`, or detected from the first rows) and all the rows, in order."""
+def _unit(rows: RowFile) -> str:
+    return getattr(rows, "unit", "line")
+
+
+def _renamed(rows: Iterable[Row], columns: Mapping[str, str]) -> Iterator[Row]:
+    for row in rows:
+        if row.error is None and isinstance(row.value, dict):
+            row = replace(row, value=rename_columns(row.value, columns))
+        yield row
+
+
+def _detected(
+    rows: RowFile, fmt: str | Format | None, columns: Mapping[str, str]
+) -> tuple[Format, Iterator[Row]]:
+    """The format (`fmt`, or detected from the first rows) and all the rows, in order, their
+    columns renamed by `columns`."""
     source = str(rows.path)
     stream = iter(rows)
-    if fmt is not None:
-        return parse_format(fmt), stream
     head: list[Row] = []
     objects = 0
     for row in stream:
@@ -187,8 +208,21 @@ def _detected(rows: RowFile, fmt: str | Format | None) -> tuple[Format, Iterator
             break
     if not head:
         raise DatasetError(f"{source} has no rows")
-    chosen = detect_format([r.value for r in head if r.error is None], source=source)
-    return chosen, chain(head, stream)
+    values = [r.value for r in head if r.error is None]
+    missing = unmatched_columns(values, columns)
+    if missing:
+        keys = sorted({str(k) for v in values if isinstance(v, dict) for k in v})
+        found = ", ".join(keys[:12]) + (f" and {len(keys) - 12} more" if len(keys) > 12 else "")
+        raise DatasetError(
+            f"{source}: the column mapping {', '.join(missing)} found nothing: no column of"
+            f" that name in the first {objects} rows (columns found: {found or 'none'})"
+        )
+    head = list(_renamed(head, columns))
+    if fmt is not None:
+        chosen = parse_format(fmt)
+    else:
+        chosen = detect_format([r.value for r in head if r.error is None], source=source)
+    return chosen, chain(head, _renamed(stream, columns))
 
 
 def _converted(
@@ -214,6 +248,7 @@ def load_dataset_file(
     skip_invalid: bool = False,
     placeholders: Mapping[str, str] | None = None,
     keep: int | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> LoadedDataset:
     """Read, validate and convert a dataset file, streaming it.
 
@@ -223,11 +258,15 @@ def load_dataset_file(
     `placeholders` fills `{{name}}` in the examples; the warning names only those left.
     `keep` holds only the first `keep` examples in memory (None: all of them); the counts,
     problems and warnings cover the whole file either way.
+    `columns` maps standard key names to the file's own (`{"output": "answer"}`, see
+    `columns.parse_columns`); each row's keys are renamed before anything else reads them.
     """
     path = Path(path)
     source = str(path)
+    mapping = check_columns(columns or {})
     rows = open_rows(path)
-    chosen, stream = _detected(rows, fmt)
+    unit = _unit(rows)
+    chosen, stream = _detected(rows, fmt, mapping)
     examples: list[Example] = []
     problems: list[RowProblem] = []
     invalid = 0
@@ -240,7 +279,7 @@ def load_dataset_file(
             continue
         invalid += 1
         if len(problems) < KEPT_PROBLEMS:
-            problems.append(RowProblem(row.line, row.index, result, rows.in_array))
+            problems.append(RowProblem(row.line, row.index, result, rows.in_array, unit))
     if not tally.rows and not invalid:
         raise DatasetError(f"{source} has no rows")
     if not tally.rows:
@@ -268,10 +307,11 @@ def iter_examples(
     fmt: str | Format,
     *,
     placeholders: Mapping[str, str] | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> Iterator[Example]:
     """The usable examples of a dataset file, one at a time, in order (invalid rows are left
-    out: check the file with `load_dataset_file` first)."""
-    rows = open_rows(Path(path))
+    out: check the file with `load_dataset_file` first, with the same `columns`)."""
+    rows = _renamed(open_rows(Path(path)), check_columns(columns or {}))
     for _, result in _converted(rows, parse_format(fmt), placeholders):
         if isinstance(result, Example):
             yield result
