@@ -5,7 +5,7 @@ Builds a JSON-lines file of real Alpaca rows (the shared demo set, repeated) of 
 
 1. baseline: the file read whole and every line parsed into a list (how files were read
    before the reader streamed);
-2. check: `check_dataset`, what the Check button and `finetune --check` run;
+2. check: `studio.datasets.check_dataset`, what the Check button and `finetune --check` run;
 3. train_rows: the runner's data step (`write_training_rows`: checked, converted, split and
    written to the job folder's train/eval JSON lines);
 4. arrow: the Hugging Face datasets the trainer gets (`training_datasets`: memory-mapped Arrow

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
+from sage_tui.cli.data import add_dataset_options, dataset_fields, how_to_fill
 from sage_tui.cli.output import show, show_bytes
 from sage_tui.config import Settings
 from sage_tui.errors import SageError
@@ -38,18 +38,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add `finetune`, `jobs` and `use` to the CLI."""
     ft = commands.add_parser("finetune", help="start a LoRA fine-tuning job")
     ft.add_argument("--base", required=True, help="registered base model")
-    ft.add_argument("--data", required=True, type=Path, help="dataset (.jsonl, .json, .csv)")
+    ft.add_argument(
+        "--data",
+        required=True,
+        help="dataset: a .jsonl/.json/.csv/.parquet file, a saved datasets folder or a HF id",
+    )
     ft.add_argument("--name", help="task id (default: ft-<date>-<time>)")
     ft.add_argument("--preset", choices=("cpu", "small-gpu", "large-gpu"), help="start values")
-    ft.add_argument("--format", help="dataset format (default: detected)")
-    ft.add_argument("--skip-invalid", action="store_true", help="drop bad rows instead of refusing")
-    ft.add_argument(
-        "--fill",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fill the dataset's {{KEY}} placeholders with VALUE (repeatable)",
-    )
+    add_dataset_options(ft)
     for flag, (_, kind, text) in JOB_FLAGS.items():
         ft.add_argument(flag, type=kind, help=text)
     ft.add_argument(
@@ -144,16 +140,10 @@ def _finetune(studio, args: argparse.Namespace) -> int:
             **({"extra": _expert_values(args.extra)} if args.extra else {}),
         },
         gpus=_gpus(args.gpu),
-        placeholders=_placeholder_values(args.fill),
-        dataset_format=args.format,
-        skip_invalid=args.skip_invalid,
+        **dataset_fields(args),
     )
     prepared = studio.jobs.prepare(request)
     check = prepared.dataset
-
-    def how_to_fill(names: list[str]) -> str:
-        return "pass " + " ".join(f"--fill {name}=VALUE" for name in names)
-
     for warning in check.warnings(how_to_fill):
         show(f"warning: {warning}", file=sys.stderr)
     if check.loaded.skipped:
@@ -180,17 +170,6 @@ def _gpus(text: str) -> list[int]:
         return parse_gpus(text)
     except ValueError as err:
         raise SageError(f"--gpu: {err}") from None
-
-
-def _placeholder_values(fills: list[str]) -> dict[str, str]:
-    """`--fill KEY=VALUE` arguments as placeholder values (a repeated key: the last wins)."""
-    values: dict[str, str] = {}
-    for fill in fills:
-        key, equals, value = fill.partition("=")
-        if not equals or not key:
-            raise SageError(f"--fill {fill!r} must be KEY=VALUE, for example --fill name=Sage")
-        values[key] = value
-    return values
 
 
 def _expert_values(pairs: list[str]) -> dict[str, object]:

@@ -10,35 +10,25 @@ them from threads.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sage_tui.core.data import (
-    DatasetError,
-    LoadedDataset,
-    invalid_rows_message,
-    load_dataset_file,
-)
-from sage_tui.core.data.placeholders import is_placeholder_warning
+from sage_tui.core.data import DatasetError, invalid_rows_message
 from sage_tui.core.models.registry import remote_code_allowed
 from sage_tui.core.training.backend import register_job_adapter
 from sage_tui.core.training.jobs import Job, JobStatus
 from sage_tui.core.training.placement import parse_gpus
 from sage_tui.core.training.spec import PRESETS, JobSpec, Preset, SpecError, preset_for
 from sage_tui.core.training.supervisor import JobError
+from sage_tui.studio.datasets import DataDesk, DatasetCheck
 from sage_tui.studio.job_detail import JobDetail, JobDetails
 from sage_tui.studio.state import JobEnded, JobsChanged, ModelsChanged, Observers
 
 if TYPE_CHECKING:
     from sage_tui.core.store import ModelRecord
     from sage_tui.services import Services
-
-
-CHECK_KEEP = 5000
-"""Examples a dataset check holds in memory (for the token preview); the figures and
-problems cover every row whatever the file's size."""
 
 
 def default_task_id() -> str:
@@ -73,77 +63,12 @@ class JobRequest:
 
 
 @dataclass(frozen=True)
-class DatasetCheck:
-    """What a dataset check found, and what Start will do with the file."""
-
-    loaded: LoadedDataset
-    """The rows read with invalid ones set aside (so the figures cover the whole file); its
-    `examples` are the first CHECK_KEEP."""
-    skip_invalid: bool
-    unfilled: dict[str, int]
-    """`{{name}}` placeholders left unfilled, with the rows holding each."""
-
-    @property
-    def refused(self) -> bool:
-        """True when Start would refuse the file (invalid rows, not skipping them)."""
-        return bool(self.loaded.skipped) and not self.skip_invalid
-
-    @property
-    def verdict(self) -> str:
-        """One line: what Start will do with this file."""
-        loaded = self.loaded
-        if not loaded.skipped:
-            return f"all {loaded.total_rows} rows are valid ({loaded.format.value})"
-        if self.skip_invalid:
-            return (
-                f"{loaded.skipped} invalid rows of {loaded.total_rows} will be skipped:"
-                f" training on {loaded.usable}"
-            )
-        return (
-            f"{loaded.skipped} of {loaded.total_rows} rows are invalid: Start refuses this file;"
-            " fix them, or skip invalid rows"
-        )
-
-    def warnings(self, how_to_fill: Callable[[list[str]], str] | None = None) -> list[str]:
-        """The dataset's warnings; the placeholder one ends with how to fill them, in the
-        front end's words (`how_to_fill(names)`, e.g. "pass --fill name=VALUE")."""
-        lines = []
-        for warning in self.loaded.warnings:
-            if self.unfilled and how_to_fill and is_placeholder_warning(warning):
-                warning += f" ({how_to_fill(list(self.unfilled))})"
-            lines.append(warning)
-        return lines
-
-
-@dataclass(frozen=True)
 class PreparedJob:
     """A checked job, ready to submit."""
 
     spec: JobSpec
     dataset: DatasetCheck
     preset: Preset
-
-
-def check_dataset(
-    path: str | Path,
-    *,
-    fmt: str | None = None,
-    skip_invalid: bool = False,
-    placeholders: Mapping[str, str] | None = None,
-) -> DatasetCheck:
-    """Read every row of a dataset (streaming it); DatasetError when it cannot be used at all.
-
-    Invalid rows are always read past, so the check reports on the whole file; whether Start
-    accepts them is `skip_invalid`, the same value Start will use.
-    """
-    loaded = load_dataset_file(
-        Path(path).expanduser().absolute(),
-        fmt=fmt,
-        skip_invalid=True,
-        placeholders=dict(placeholders or {}),
-        keep=CHECK_KEEP,
-    )
-    return DatasetCheck(loaded, skip_invalid, loaded.unfilled)
 
 
 def build_spec(
@@ -176,6 +101,9 @@ def build_spec(
             dataset_format=check.loaded.format.value,
             skip_invalid=request.skip_invalid,
             placeholders=dict(request.placeholders),
+            columns=dict(request.columns),
+            train_on_prompts=request.train_on_prompts,
+            strip_special_tokens=request.strip_special_tokens,
             gpus=gpus,
             trust_remote_code=remote_code_allowed(base),
             **values,
@@ -188,8 +116,11 @@ def build_spec(
 class JobDesk:
     """The fine-tuning use cases over the services' supervisor and registry."""
 
-    def __init__(self, services: Services, observers: Observers) -> None:
+    def __init__(
+        self, services: Services, observers: Observers, data: DataDesk | None = None
+    ) -> None:
         self.services = services
+        self.data = data or DataDesk(services)
         self.supervisor = services.supervisor
         self._observers = observers
         self._statuses: dict[str, JobStatus] | None = None
@@ -220,12 +151,11 @@ class JobDesk:
                 f"unknown preset {request.preset!r}; choose one of {', '.join(PRESETS)}"
             )
         preset = PRESETS[request.preset] if request.preset else self.preset_for_host()
-        check = check_dataset(
-            request.dataset,
-            fmt=request.dataset_format,
-            skip_invalid=request.skip_invalid,
-            placeholders=request.placeholders,
-        )
+        # The Check's own path: Start refuses exactly what the Check refuses.
+        report = self.data.check(request)
+        if report.check is None or report.error is not None:
+            raise DatasetError(report.error or "the dataset cannot be read")
+        check = report.check
         if check.refused:
             loaded = check.loaded
             raise DatasetError(

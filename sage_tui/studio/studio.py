@@ -15,19 +15,22 @@ from sage_tui.core.engines.manager import SwitchResult
 from sage_tui.core.models.builtin import Progress
 from sage_tui.core.store import ConversationStore, ModelRecord
 from sage_tui.services import Services
+from sage_tui.studio.datasets import DataDesk
 from sage_tui.studio.engine import EngineDesk
 from sage_tui.studio.jobs import JobDesk
 from sage_tui.studio.state import ActiveModelChanged, ModelsChanged, Observer, Observers
 
 
 class Studio:
-    """Fine-tuning jobs (`jobs`), the engine (`engine`), models and chats, for any front end."""
+    """Fine-tuning jobs (`jobs`), datasets (`data`), the engine (`engine`), models and chats,
+    for any front end."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
         self.observers = Observers()
-        self.jobs = JobDesk(services, self.observers)
         self.engine = EngineDesk(services.engines, self.observers)
+        self.data = DataDesk(services, self.engine)
+        self.jobs = JobDesk(services, self.observers, self.data)
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Receive every studio event; returns the function that stops it."""

@@ -28,7 +28,7 @@ _CHILD = textwrap.dedent(
     if variant == "baseline":
         pass
     elif variant == "check":
-        from sage_tui.studio.jobs import check_dataset
+        from sage_tui.studio.datasets import check_dataset
     else:
         from sage_tui.core.training.job_folder import JobFolder
         from sage_tui.core.training.spec import JobSpec

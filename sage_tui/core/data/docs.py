@@ -155,10 +155,27 @@ def _product(folder: Path, files: list[Path]) -> str:
     return ""
 
 
-def docs_to_examples(
-    folder: str | os.PathLike[str], *, product: str | None = None
-) -> list[Example]:
-    """One Q&A example per Markdown section with at least 40 characters of text.
+@dataclass(frozen=True)
+class DocSection:
+    """One Markdown section with enough text to answer questions about."""
+
+    file: str  # path relative to the docs folder
+    line: int  # line of its heading in that file
+    heading: tuple[str, ...]  # the heading titles from the file's topic down
+    body: str
+    question: str  # the templated question it answers
+
+    def example(self, question: str | None = None) -> Example:
+        """The section as a Q&A example: `question` (default the templated one), the text."""
+        messages = [
+            {"role": "user", "content": question or self.question},
+            {"role": "assistant", "content": self.body},
+        ]
+        return Example(messages=messages, line=self.line)
+
+
+def doc_sections(folder: str | os.PathLike[str], *, product: str | None = None) -> list[DocSection]:
+    """Every Markdown section with at least 40 characters of text, files in path order.
 
     `product` names the documented thing in the questions; by default the H1 of the folder's
     index.md or README.md. Raises DatasetError for a folder without Markdown files.
@@ -166,20 +183,41 @@ def docs_to_examples(
     root = Path(folder)
     files = _markdown_files(root)
     name = product or _product(root, files)
-    examples: list[Example] = []
+    sections: list[DocSection] = []
     for path in files:
         topic = path.stem.replace("-", " ").replace("_", " ")
         if path.name.lower() in _INDEX_NAMES and name:
             topic = name
+        relative = path.relative_to(root).as_posix()
         for section in _sections(_read(path), topic):
             if len(section.body) < MIN_BODY_CHARS:
                 continue
-            messages = [
-                {"role": "user", "content": _question(section.path, name)},
-                {"role": "assistant", "content": section.body},
-            ]
-            examples.append(Example(messages=messages, line=section.line))
-    return examples
+            question = _question(section.path, name)
+            sections.append(
+                DocSection(relative, section.line, section.path, section.body, question)
+            )
+    return sections
+
+
+def docs_to_examples(
+    folder: str | os.PathLike[str], *, product: str | None = None
+) -> list[Example]:
+    """One Q&A example per section (`doc_sections`), with its templated question."""
+    return [section.example() for section in doc_sections(folder, product=product)]
+
+
+_LISTED = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|Q\d*[:.])?\s*")
+
+
+def questions_in(reply: str, *, limit: int = 5) -> list[str]:
+    """The questions a model wrote, one a line ("1. How do I ...?"): list marks removed,
+    only lines ending in a question mark, each once, at most `limit`."""
+    found: list[str] = []
+    for line in reply.splitlines():
+        question = _LISTED.sub("", line, count=1).strip().strip('"').strip()
+        if 8 <= len(question) <= 300 and question.endswith("?") and question not in found:
+            found.append(question)
+    return found[:limit]
 
 
 def build_docs_dataset(folder: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> int:
