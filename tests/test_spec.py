@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,9 @@ def spec(tmp_path: Path) -> JobSpec:
         ({"placeholders": {"my name": "Sage"}}, "placeholder name 'my name' must be letters"),
         ({"placeholders": {"1st": "Sage"}}, "placeholder name '1st' must be letters"),
         ({"placeholders": {"name": " "}}, "placeholder {{name}} needs a value"),
+        ({"train_on_prompts": "yes"}, "train_on_prompts 'yes' must be true or false"),
+        ({"strip_special_tokens": 1}, "strip_special_tokens 1 must be true or false"),
+        ({"columns": {"output": ""}}, "columns {'output': ''} must map names"),
         ({"dataset": "/nonexistent/data.jsonl"}, "dataset /nonexistent/data.jsonl does not exist"),
         (
             {"base_path": "/nonexistent/model"},
@@ -60,6 +64,23 @@ def test_defaults_are_valid_and_round_trip(spec: JobSpec, tmp_path: Path) -> Non
     path.write_text(spec.to_json().replace('"seed"', '"sneed"'))
     with pytest.raises(SpecError, match="unknown settings sneed"):
         JobSpec.from_file(path)
+
+
+def test_masking_settings_round_trip_and_an_old_spec_loads_with_their_defaults(
+    spec: JobSpec, tmp_path: Path
+) -> None:
+    assert (spec.train_on_prompts, spec.strip_special_tokens, spec.columns) == (False, False, {})
+    changed = spec.with_changes(
+        train_on_prompts=True, strip_special_tokens=True, columns={"output": "answer"}
+    ).check()
+    path = tmp_path / "spec.json"
+    path.write_text(changed.to_json())
+    assert JobSpec.from_file(path) == changed
+    old = json.loads(spec.to_json())
+    for name in ("train_on_prompts", "strip_special_tokens", "columns"):
+        del old[name]
+    path.write_text(json.dumps(old))
+    assert JobSpec.from_file(path) == spec
 
 
 @pytest.mark.parametrize(

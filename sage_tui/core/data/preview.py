@@ -1,8 +1,12 @@
-"""Dataset preview: examples as the model will see them, and their token lengths.
+"""Dataset preview: examples as the model will see them, their token lengths, and which of
+their tokens the model learns from.
 
-The rows go through the base model's chat template (the tokenizer is handed in by the caller,
-so nothing heavy is imported here); the statistics and the length histogram show how many
-rows `max_length` would cut.
+The rows are tokenized as training tokenizes them (`loss_mask`: the base model's chat
+template, the prompts masked unless training on prompts; the tokenizer is handed in by the
+caller, so nothing heavy is imported here). The statistics and the length histogram show how
+many rows `max_length` would cut, the counts how many tokens carry loss, which rows would be
+dropped and which hold literal special tokens, and the first row's tokens come as pieces
+flagged with whether they carry loss, for a highlighted view.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sage_tui.core.data.loading import DatasetError, Example, LoadedDataset
+from sage_tui.core.data.loading import Example, LoadedDataset
+from sage_tui.core.data.loss_mask import IGNORED, MaskTally, TokenizedExample, tokenize_example
+from sage_tui.core.data.special_tokens import SpecialTokenTally, special_tokens_of
 
 
 @dataclass(frozen=True)
@@ -21,8 +27,23 @@ class Preview:
     """The first examples as the model will see them, and token lengths over all examples."""
 
     samples: list[str]
+    """The first examples as rendered (chat template applied)."""
     lengths: list[int]
+    """Each example's tokens, before truncation."""
     max_length: int
+    trained_tokens: int = 0
+    """Tokens that carry loss, over the examples kept (within max_length)."""
+    masked_tokens: int = 0
+    """Tokens that carry none (the prompts), over the examples kept."""
+    dropped: int = 0
+    """Examples training leaves out: no token carries loss within max_length."""
+    special_tokens: dict[str, int] = field(default_factory=dict)
+    """Literal special tokens found in the rows' text, with the number of rows holding each."""
+    pieces: list[tuple[str, bool]] = field(default_factory=list)
+    """The first example's tokens (after truncation): (decoded text, carries loss), runs of
+    the same flag merged."""
+    train_on_prompts: bool = False
+    """Measured with every token trained."""
 
     @property
     def count(self) -> int:
@@ -48,6 +69,12 @@ class Preview:
     def mean_tokens(self) -> float:
         """Mean example length, in tokens."""
         return statistics.fmean(self.lengths) if self.lengths else 0.0
+
+    @property
+    def trained_share(self) -> float:
+        """The part of the kept tokens that carries loss (0 when there are none)."""
+        total = self.trained_tokens + self.masked_tokens
+        return self.trained_tokens / total if total else 0.0
 
     @property
     def truncated(self) -> int:
@@ -91,47 +118,75 @@ def render_histogram(
     return "\n".join(lines)
 
 
-def _render(examples: Sequence[Example], tokenizer: Any) -> list[str]:
-    chats = [e.messages for e in examples if e.messages is not None]
-    rendered: list[str] = []
-    if chats:
-        if not getattr(tokenizer, "chat_template", None):
-            raise DatasetError(
-                "the model's tokenizer has no chat template; chat datasets need an instruct model"
-            )
-        try:
-            rendered = list(tokenizer.apply_chat_template(chats, tokenize=False))
-        except Exception:
-            # Find the one conversation the template refuses, to name its line.
-            for example in examples:
-                if example.messages is None:
-                    continue
-                try:
-                    tokenizer.apply_chat_template(example.messages, tokenize=False)
-                except Exception as err:
-                    reason = " ".join(str(err).split()) or type(err).__name__
-                    raise DatasetError(
-                        f"line {example.line}: the model's chat template refuses this"
-                        f" conversation ({reason})"
-                    ) from None
-            raise
-    texts = iter(rendered)
-    return [(e.text or "") if e.messages is None else next(texts) for e in examples]
+def _pieces(tokenizer: Any, tokenized: TokenizedExample) -> list[tuple[str, bool]]:
+    """The example's tokens, decoded, with whether they carry loss; runs of tokens with the
+    same flag are decoded together (so characters split across tokens come out whole)."""
+    pieces: list[tuple[str, bool]] = []
+    run: list[int] = []
+    flag = False
+    for token, label in zip(tokenized.input_ids, tokenized.labels, strict=True):
+        trained = label != IGNORED
+        if run and trained != flag:
+            pieces.append((tokenizer.decode(run), flag))
+            run = []
+        run.append(token)
+        flag = trained
+    if run:
+        pieces.append((tokenizer.decode(run), flag))
+    return pieces
 
 
 def preview(
-    dataset: LoadedDataset | Sequence[Example], tokenizer: Any, max_length: int, rows: int = 5
+    dataset: LoadedDataset | Sequence[Example],
+    tokenizer: Any,
+    max_length: int,
+    rows: int = 5,
+    *,
+    train_on_prompts: bool = False,
+    strip_special_tokens: bool = False,
 ) -> Preview:
-    """Render the first `rows` examples with the model's chat template and measure them all.
+    """Tokenize the examples as training will (`loss_mask.tokenize_example`) and measure them.
 
-    `tokenizer` is a Hugging Face tokenizer. Lengths count the rendered text's tokens (the
-    template's own special tokens included, none added on top), in one batched call.
+    `tokenizer` is a Hugging Face tokenizer. Lengths count each example's tokens before
+    truncation (for chat rows the rendered text's, the template's own special tokens
+    included and none added on top; text rows with their EOS). The first `rows` renderings
+    are the samples and the first example's tokens the pieces. Literal special tokens are
+    counted per token (`special_tokens`), and removed first with `strip_special_tokens`.
+    DatasetError (naming the file and line) for a row the chat template refuses.
     """
-    examples = dataset.examples if isinstance(dataset, LoadedDataset) else list(dataset)
-    texts = _render(examples, tokenizer)
-    lengths = (
-        [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        if texts
-        else []
+    loaded = isinstance(dataset, LoadedDataset)
+    examples = dataset.examples if loaded else list(dataset)
+    source = str(dataset.path) if loaded else ""
+    tokens = special_tokens_of(tokenizer)
+    found = SpecialTokenTally(tokens)
+    tally = MaskTally()
+    samples: list[str] = []
+    lengths: list[int] = []
+    pieces: list[tuple[str, bool]] = []
+    for example in examples:
+        found.add(example)
+        tokenized = tokenize_example(
+            example,
+            tokenizer,
+            max_length=max_length,
+            train_on_prompts=train_on_prompts,
+            strip=tokens if strip_special_tokens else (),
+            source=source,
+        )
+        tally.add(tokenized)
+        lengths.append(tokenized.length)
+        if len(samples) < rows:
+            samples.append(tokenized.text)
+        if not pieces:
+            pieces = _pieces(tokenizer, tokenized)
+    return Preview(
+        samples=samples,
+        lengths=lengths,
+        max_length=max_length,
+        trained_tokens=tally.trained,
+        masked_tokens=tally.masked,
+        dropped=tally.dropped,
+        special_tokens=found.found(),
+        pieces=pieces,
+        train_on_prompts=train_on_prompts,
     )
-    return Preview(samples=texts[:rows], lengths=lengths, max_length=max_length)

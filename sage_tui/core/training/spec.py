@@ -40,6 +40,13 @@ class JobSpec:
     skip_invalid: bool = False
     placeholders: dict[str, str] = field(default_factory=dict)
     """Values for `{{name}}` placeholders in the dataset, filled in before training."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """The file's own key names for the standard ones ({"instruction": "question", ...});
+    empty: the standard names."""
+    train_on_prompts: bool = False
+    """Train on every token; off: only the assistant replies carry loss."""
+    strip_special_tokens: bool = False
+    """Remove literal special tokens (`<|im_end|>`, `</s>`, ...) from the rows' text first."""
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -122,8 +129,13 @@ def spec_problems(spec: JobSpec) -> list[str]:
     ]
     problems += [message for ok, message in checks if not ok]
     problems += expert_problems(spec.extra)
-    if not isinstance(spec.trust_remote_code, bool):
-        problems.append(f"trust_remote_code {spec.trust_remote_code!r} must be true or false")
+    for name in ("trust_remote_code", "train_on_prompts", "strip_special_tokens"):
+        if not isinstance(getattr(spec, name), bool):
+            problems.append(f"{name} {getattr(spec, name)!r} must be true or false")
+    if not isinstance(spec.columns, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v for k, v in spec.columns.items()
+    ):
+        problems.append(f"columns {spec.columns!r} must map names to the file's key names")
     if any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in spec.gpus) or len(
         set(spec.gpus)
     ) != len(spec.gpus):

@@ -1,0 +1,317 @@
+"""Which tokens of an example the model learns from: token ids with their labels.
+
+A chat example trains on its assistant replies only: system, user and tool turns are the
+prompt and carry no loss (label -100), every assistant turn of a conversation counts, and a
+turn whose weight is 0 does not. `train_on_prompts` trains on every token instead. Text rows
+(continued pre-training) train on all their tokens plus the EOS that TRL appends to them.
+
+The replies are found through the model's own chat template, whatever it is (no table of
+models): the conversation is rendered whole, then for each assistant turn up to it with the
+generation prompt and up to it with its reply. When each rendering extends the previous one
+and the whole, the characters between are the reply as the template writes it (its
+end-of-turn token included, the whitespace after it not). A template that renders earlier
+turns differently once later ones follow (some drop earlier reasoning) falls back to finding
+each reply's content in the whole text, in order; a reply found neither way refuses the row
+with the way out (train on prompts). Characters become tokens through a fast tokenizer's
+offsets: a token carries loss when its characters overlap a reply.
+
+Nothing heavy is imported here: the tokenizer is handed in by the caller.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sage_tui.core.data.formats import DatasetError, Example, Message
+from sage_tui.core.data.special_tokens import strip_special_tokens
+
+IGNORED = -100
+"""The label of a token that carries no loss (what the loss functions skip)."""
+
+_TOOLS_IN_TEMPLATE = re.compile(r"\btools\b|\btool_calls\b")
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    """One example as the trainer gets it: token ids, and labels (IGNORED where no loss)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    line: int
+    """Where the row starts in its file (0 when not from a file)."""
+    text: str
+    """The example as rendered (chat template applied, literal special tokens stripped when
+    asked), before truncation."""
+    length: int
+    """Tokens before truncation."""
+    truncated: bool
+    """The example was longer than max_length and was cut (its start kept)."""
+    trained: int
+    """Tokens kept that carry loss."""
+    masked: int
+    """Tokens kept that carry none."""
+    trained_in_full: int
+    """Tokens that would carry loss without truncation."""
+
+    @property
+    def dropped(self) -> bool:
+        """No token carries loss: training must leave the row out (a batch of such rows has no
+        label, and its loss is NaN)."""
+        return self.trained == 0
+
+    def record(self) -> dict[str, list[int]]:
+        """The JSON object written for the trainer: `{"input_ids": [...], "labels": [...]}`."""
+        return {"input_ids": self.input_ids, "labels": self.labels}
+
+
+@dataclass
+class MaskTally:
+    """Figures over many tokenized examples, added one at a time (for streaming)."""
+
+    rows: int = 0
+    trained: int = 0
+    """Tokens carrying loss, over the rows kept."""
+    masked: int = 0
+    """Tokens carrying none, over the rows kept."""
+    truncated: int = 0
+    """Rows cut at max_length (the dropped ones included)."""
+    dropped: int = 0
+    """Rows left out: no token carries loss within max_length."""
+
+    def add(self, example: TokenizedExample) -> None:
+        """Count one tokenized example."""
+        self.rows += 1
+        self.truncated += example.truncated
+        if example.dropped:
+            self.dropped += 1
+            return
+        self.trained += example.trained
+        self.masked += example.masked
+
+    @property
+    def trained_share(self) -> float:
+        """The part of the kept tokens that carries loss (0 when there are none)."""
+        total = self.trained + self.masked
+        return self.trained / total if total else 0.0
+
+    def summary(self, max_length: int | None = None) -> str:
+        """One line for the job's log: tokens trained, rows cut and dropped."""
+        cut = f" at max length {max_length}" if max_length else ""
+        return (
+            f"{self.rows} rows: {self.trained:,} of {self.trained + self.masked:,} tokens"
+            f" trained ({self.trained_share:.1%}); {self.truncated} rows cut{cut};"
+            f" {self.dropped} rows dropped (no trained token left)"
+        )
+
+
+def supports_tools(tokenizer: Any) -> bool:
+    """True when the tokenizer's chat template renders tool definitions or tool calls (its
+    source uses `tools` or `tool_calls`)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = " ".join(str(t) for t in template.values())
+    return bool(template) and _TOOLS_IN_TEMPLATE.search(str(template)) is not None
+
+
+def tokenize_example(
+    example: Example,
+    tokenizer: Any,
+    *,
+    max_length: int | None = None,
+    train_on_prompts: bool = False,
+    strip: Sequence[str] = (),
+    source: str = "",
+) -> TokenizedExample:
+    """The example's token ids and labels (see the module docstring).
+
+    `strip` lists literal special tokens removed from the text first (`special_tokens`).
+    `max_length` keeps the first tokens of a longer example. `source` names the file in the
+    DatasetError raised for a row that cannot be rendered or masked (`{source}: line N: ...`).
+    """
+    if strip:
+        example = strip_special_tokens(example, strip)
+    where = f"{source}: line {example.line}" if source else f"line {example.line}"
+    if example.messages is None:
+        text = example.text or ""
+        eos = getattr(tokenizer, "eos_token", None)
+        # As TRL does for text rows: the EOS appended, the tokenizer's own specials added.
+        ids = list(tokenizer(text + eos if eos and not text.endswith(eos) else text)["input_ids"])
+        return _cut(ids, list(ids), example.line, text, max_length)
+    _check_tools(example, tokenizer, where)
+    tools = example.tools or None
+    full = _render(tokenizer, example.messages, tools, where)
+    if train_on_prompts:
+        ids = list(tokenizer(full, add_special_tokens=False)["input_ids"])
+        return _cut(ids, list(ids), example.line, full, max_length)
+    if not getattr(tokenizer, "is_fast", False):
+        raise DatasetError(
+            "the model's tokenizer is not a fast tokenizer, which masking the prompts needs;"
+            " train on prompts instead"
+        )
+    turns = _trained_turns(example)
+    spans = _template_spans(tokenizer, example.messages, tools, full, turns)
+    if spans is None:
+        spans = _located_spans(example.messages, full, turns, _end_tokens(tokenizer), where)
+    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(encoded["input_ids"])
+    return _cut(ids, _labels(ids, encoded["offset_mapping"], spans), example.line, full, max_length)
+
+
+def _check_tools(example: Example, tokenizer: Any, where: str) -> None:
+    calls = any(m.get("tool_calls") for m in example.messages or ())
+    if not (example.tools or calls) or supports_tools(tokenizer):
+        return
+    what = " and ".join(
+        name for name, held in (("tool definitions", example.tools), ("tool calls", calls)) if held
+    )
+    raise DatasetError(
+        f"{where}: the row has {what}, but the model's chat template does not render tools;"
+        " remove such rows or choose a base model whose chat template supports tools"
+    )
+
+
+def _render(
+    tokenizer: Any,
+    messages: list[Message],
+    tools: list[dict[str, Any]] | None,
+    where: str,
+    *,
+    generation: bool = False,
+) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise DatasetError(
+            "the model's tokenizer has no chat template; chat datasets need an instruct model"
+        )
+    try:
+        return _rendered(tokenizer, messages, tools, generation=generation)
+    except Exception as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise DatasetError(
+            f"{where}: the model's chat template refuses this conversation ({reason})"
+        ) from None
+
+
+def _rendered(
+    tokenizer: Any,
+    messages: list[Message],
+    tools: list[dict[str, Any]] | None,
+    *,
+    generation: bool = False,
+) -> str:
+    kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": generation}
+    if tools is not None:
+        kwargs["tools"] = tools
+    return tokenizer.apply_chat_template(messages, **kwargs)
+
+
+def _trained_turns(example: Example) -> list[int]:
+    weights = example.weights
+    return [
+        i
+        for i, message in enumerate(example.messages or ())
+        if message.get("role") == "assistant"
+        and (weights is None or i >= len(weights) or weights[i] != 0)
+    ]
+
+
+def _template_spans(
+    tokenizer: Any,
+    messages: list[Message],
+    tools: list[dict[str, Any]] | None,
+    full: str,
+    turns: list[int],
+) -> list[tuple[int, int]] | None:
+    """The replies' character spans from renderings up to each turn; None when the template
+    is not prefix-stable for this conversation."""
+    spans = []
+    for i in turns:
+        try:
+            prompt = _rendered(tokenizer, messages[:i], tools, generation=True)
+            through = (
+                full if i == len(messages) - 1 else _rendered(tokenizer, messages[: i + 1], tools)
+            )
+        except Exception:  # a template may refuse a partial conversation
+            return None
+        if not (through.startswith(prompt) and full.startswith(through)):
+            return None
+        end = len(prompt) + len(through[len(prompt) :].rstrip())
+        if end > len(prompt):
+            spans.append((len(prompt), end))
+    return spans
+
+
+def _end_tokens(tokenizer: Any) -> list[str]:
+    """Special tokens a reply may end on, the EOS first."""
+    eos = getattr(tokenizer, "eos_token", None)
+    specials = list(getattr(tokenizer, "all_special_tokens", None) or [])
+    ordered = [eos, *sorted(specials, key=len, reverse=True)] if eos else specials
+    return [t for t in dict.fromkeys(ordered) if isinstance(t, str) and t]
+
+
+def _located_spans(
+    messages: list[Message], full: str, turns: list[int], end_tokens: list[str], where: str
+) -> list[tuple[int, int]]:
+    """The replies' spans found by their content in the whole rendering, in order (each with
+    the special token that directly follows it)."""
+    trained = set(turns)
+    spans = []
+    cursor = 0
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        content = content.strip() if isinstance(content, str) else ""
+        at = full.find(content, cursor) if content else -1
+        if at < 0:
+            if i in trained:
+                number = sum(1 for m in messages[: i + 1] if m.get("role") == "assistant")
+                raise DatasetError(
+                    f"{where}: assistant reply {number} is not found in the conversation as the"
+                    " model's chat template renders it, so its prompt cannot be masked; train on"
+                    " prompts to train on every token"
+                )
+            continue
+        end = at + len(content)
+        if i in trained:
+            end += next((len(t) for t in end_tokens if full.startswith(t, end)), 0)
+            spans.append((at, end))
+        cursor = end
+    return spans
+
+
+def _labels(
+    ids: list[int], offsets: Sequence[Sequence[int]], spans: list[tuple[int, int]]
+) -> list[int]:
+    """Each token's id where its characters overlap a span (spans in order), else IGNORED."""
+    labels = []
+    k = 0
+    for token, (start, end) in zip(ids, offsets, strict=True):
+        while k < len(spans) and spans[k][1] <= start:
+            k += 1
+        # A token with no characters (end == start) counts where it stands.
+        inside = k < len(spans) and spans[k][0] < max(end, start + 1)
+        labels.append(token if inside else IGNORED)
+    return labels
+
+
+def _cut(
+    ids: list[int], labels: list[int], line: int, text: str, max_length: int | None
+) -> TokenizedExample:
+    length = len(ids)
+    trained_in_full = sum(1 for label in labels if label != IGNORED)
+    truncated = max_length is not None and length > max_length
+    if truncated:
+        ids, labels = ids[:max_length], labels[:max_length]
+    trained = sum(1 for label in labels if label != IGNORED)
+    return TokenizedExample(
+        input_ids=ids,
+        labels=labels,
+        line=line,
+        text=text,
+        length=length,
+        truncated=truncated,
+        trained=trained,
+        masked=len(ids) - trained,
+        trained_in_full=trained_in_full,
+    )
