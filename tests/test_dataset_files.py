@@ -184,7 +184,12 @@ BAD_CASES: list[tuple[str, str | bytes, str]] = [
         " alpaca (instruction, input, output); prompt_completion (prompt, completion);"
         " text (text))",
     ),
-    ("data.txt", "hello", "unsupported file type '.txt' (supported: .jsonl, .json, .csv)"),
+    (
+        "data.txt",
+        "hello",
+        "unsupported file type '.txt' (supported: .jsonl, .json, .csv, .parquet, or a folder"
+        " saved by datasets)",
+    ),
     (
         "broken.json",
         '[\n  {"text": "a"},\n  {"text": "b"\n]',

@@ -2,8 +2,13 @@
 
 `.jsonl` is JSON lines; `.json` is a JSON array, an object holding one list such as
 `{"data": [...]}`, or JSON lines saved under that name; `.csv` has a header row, and its list
-columns (`messages`, `conversations`, `history`) hold JSON. Line numbers are found without a
-second parser, so an error can point at the row in the user's own file.
+columns (`messages`, `conversations`, `history`) hold JSON; an unnamed column (the index
+`df.to_csv()` writes) is left out. Any of them may start with a UTF-8 byte-order mark and end
+its lines with CRLF or a bare CR. Line numbers are found without a second parser, so an error
+can point at the row in the user's own file.
+
+Parquet files and folders saved by Hugging Face `datasets` have no lines: they are read by
+`arrow_rows`, and their rows are numbered instead (`RowFile.unit` is "row").
 
 Only regular files are read (`lines`). Memory stays bounded whatever the size: `.jsonl` and
 `.csv` are read a line at a time (a row may hold at most `lines.MAX_ROW_CHARS` characters),
@@ -20,15 +25,24 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from sage_tui.core.data.formats import DatasetError, json_type, marked_format
-from sage_tui.core.data.lines import MAX_ROW_CHARS, numbered_lines, open_regular, text_of, too_long
+from sage_tui.core.data.lines import (
+    MAX_ROW_CHARS,
+    numbered_lines,
+    open_regular,
+    refuse_utf16,
+    text_of,
+    too_long,
+)
 
-SUPPORTED_EXTENSIONS: tuple[str, ...] = (".jsonl", ".json", ".csv")
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".jsonl", ".json", ".csv", ".parquet")
+"""Dataset files read; a folder saved by `datasets` (or of Parquet shards) is read too."""
 
 MAX_JSON_BYTES = 256 * 1024 * 1024
 """The largest `.json` file read: it is parsed whole, which costs several times its size."""
@@ -41,10 +55,15 @@ _JSON_COLUMNS = ("messages", "conversations", "history")
 class Row:
     """One row of a dataset file as read, before it is converted."""
 
-    line: int  # 1-based line where the row starts
+    line: int  # 1-based line where the row starts (the row's number when `unit` is "row")
     index: int  # 0-based position among the file's rows
     value: Any
     error: str | None = None  # set when the row could not even be parsed
+
+
+# CSV header cells that name no column: an index written by pandas (`df.to_csv()` leaves its
+# header cell empty; reading that back and saving again names it `Unnamed: 0`).
+_UNNAMED = re.compile(r"\s*(Unnamed: \d+)?\s*")
 
 
 def _fail(source: str, what: str) -> DatasetError:
@@ -148,18 +167,30 @@ def _lines_of(text: str, offsets: list[int]) -> list[int]:
     return lines
 
 
+_BARE_CR = re.compile(r"\r\n?")
+
+
 def _decode(source: str, data: bytes) -> str:
+    """The text of a .json file: its byte-order mark dropped and, when some lines end in a bare
+    CR, every line ending made LF (JSON strings hold no raw CR, so nothing else changes) so
+    that lines are counted as an editor shows them."""
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        if line == 1 and data.startswith(b"\xef\xbb\xbf"):
+            column -= 3  # the mark is not a column
         byte = data[err.start]
         raise _fail(
             source,
             f"line {line} is not valid UTF-8 (byte 0x{byte:02x} at column {column});"
             " save the file as UTF-8",
         ) from None
+    crs = text.count("\r")
+    if crs and crs != text.count("\r\n"):
+        text = _BARE_CR.sub("\n", text)
+    return text
 
 
 def _read_json(source: str, text: str) -> tuple[list[Row], bool]:
@@ -215,49 +246,76 @@ def _json_document(source: str, binary: IO[bytes]) -> tuple[list[Row], bool]:
 # CSV
 
 
-def _csv_lines(source: str, lines: Iterable[tuple[int, str | None]]) -> Iterator[str]:
-    for number, line in lines:
+class _CsvLines:
+    """The lines fed to the csv reader, remembering the number of the first one read since
+    `mark()`: where the record being read starts (a quoted cell may span lines)."""
+
+    def __init__(self, source: str, lines: Iterable[tuple[int, str | None]]) -> None:
+        self._source = source
+        self._lines = iter(lines)
+        self.number = 0  # the last line read
+        self.first = 0
+
+    def mark(self) -> None:
+        self.first = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        number, line = next(self._lines)
+        self.number = number
+        if not self.first:
+            self.first = number
         if line is None:
             # A CSV record may span lines, so there is no telling where the next one starts.
-            raise _fail(source, f"line {number}: {too_long()}")
-        yield line
+            raise _fail(self._source, f"line {number}: {too_long()}")
+        return line
+
+
+def _cell(key: str, cell: str) -> Any:
+    if key in _JSON_COLUMNS and cell.lstrip().startswith("["):
+        # Left a string when broken: validation then says "must be a list".
+        with contextlib.suppress(json.JSONDecodeError):
+            return _loads(cell)
+    return cell
 
 
 def _csv_rows(source: str, stream: io.TextIOWrapper) -> Iterator[Row]:
     # The limit is process-wide; it is only ever raised, to the cap on one row.
     if csv.field_size_limit() < MAX_ROW_CHARS:
         csv.field_size_limit(MAX_ROW_CHARS)
-    reader = csv.DictReader(_csv_lines(source, numbered_lines(source, stream)))
-    index = 0
+    lines = _CsvLines(source, numbered_lines(source, stream))
+    reader = csv.reader(lines)
     try:
-        if reader.fieldnames is not None and not any(n.strip() for n in reader.fieldnames):
+        header = next(reader, None)
+        if header is None:
+            return
+        named = [(i, name) for i, name in enumerate(header) if not _UNNAMED.fullmatch(name)]
+        if not named:
             raise _fail(
                 source,
-                f"line {reader.line_num}: the header row names no columns (the first line of"
+                f"line {lines.first}: the header row names no columns (the first line of"
                 " a .csv names them, for instance instruction,output)",
             )
-        for record in reader:
-            value: dict[str, Any] = {}
-            newlines = 0
-            for key, cell in record.items():
-                if key is None or cell is None:  # extra cells / short rows
-                    continue
-                newlines += cell.count("\n")
-                if key in _JSON_COLUMNS and cell.lstrip().startswith("["):
-                    # Left a string when broken: validation then says "must be a list".
-                    with contextlib.suppress(json.JSONDecodeError):
-                        cell = _loads(cell)
-                value[key] = cell
-            # line_num is where the record ends; quoted cells may span lines.
-            yield Row(reader.line_num - newlines, index, value)
+        index = 0
+        while True:
+            lines.mark()
+            cells = next(reader, None)
+            if cells is None:
+                return
+            if not cells:  # a blank line
+                continue
+            # Cells past the header's are dropped; a short row lacks the last keys.
+            value = {name: _cell(name, cells[i]) for i, name in named if i < len(cells)}
+            yield Row(lines.first, index, value)
             index += 1
     except csv.Error as err:
         if "field larger than field limit" in str(err):
             reason = f"a cell is {too_long()}"
         else:
             reason = f"not valid CSV ({err})"
-        # The csv reader's own count: DictReader's stops at the last record it returned.
-        raise _fail(source, f"line {reader.reader.line_num}: {reason}") from None
+        raise _fail(source, f"line {lines.number}: {reason}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,51 +324,78 @@ def _csv_rows(source: str, stream: io.TextIOWrapper) -> Iterator[Row]:
 
 @dataclass(frozen=True)
 class RowFile:
-    """A dataset file checked to be readable; iterating it reads its rows (again each time).
+    """A dataset checked to be readable; iterating it reads its rows (again each time).
 
     `in_array` is True when the rows come from a JSON array (they are then also shown by
-    number). A `.json` file's rows are parsed when it is opened and kept; other files are
-    streamed.
+    number). `unit` is what `Row.line` counts: "line", or "row" for Parquet files and saved
+    `datasets` folders, which have no lines. A `.json` file's rows are parsed when it is
+    opened and kept; other files are streamed.
     """
 
     path: Path
     in_array: bool = False
+    unit: str = "line"
     _json_rows: list[Row] | None = field(default=None, repr=False)
+    _read: Callable[[], Iterator[Row]] | None = field(default=None, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[Row]:
         if self._json_rows is not None:
             yield from self._json_rows
             return
+        if self._read is not None:
+            yield from self._read()
+            return
         source = str(self.path)
         is_csv = self.path.suffix.lower() == ".csv"
-        with open_regular(self.path) as binary, text_of(binary, "" if is_csv else "\n") as text:
+        # newline="": lines end at LF, CRLF or a bare CR, and the csv reader sees quoted line
+        # breaks as they are. JSON strings hold no raw CR or LF, so no row is split.
+        with open_regular(self.path) as binary, text_of(binary, "") as text:
             if is_csv:
                 yield from _csv_rows(source, text)
             else:
                 yield from _jsonl_rows(numbered_lines(source, text))
 
 
+def _is_folder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False  # open_regular says why
+
+
 def open_rows(path: Path) -> RowFile:
-    """The dataset file at `path`, ready to be read row by row.
+    """The dataset at `path`, ready to be read row by row: a file, or a folder saved by
+    Hugging Face `datasets` (or holding Parquet shards), see `arrow_rows.open_folder`.
 
     Raises DatasetError naming the file when it cannot be read as a whole: unsupported type,
-    missing, not a regular file, or (for `.json`, parsed here) not valid JSON or too large.
-    Reading the rows raises DatasetError for a line that is not UTF-8 or not valid CSV; a
-    JSON line that does not parse, or is longer than MAX_ROW_CHARS, is a row with `error`
-    set, so the other rows can still be used.
+    missing, not a regular file, UTF-16, or (for `.json`, parsed here) not valid JSON or too
+    large; for Parquet, not a Parquet file. Reading the rows raises DatasetError for a line
+    that is not UTF-8 or not valid CSV; a JSON line that does not parse, or is longer than
+    MAX_ROW_CHARS, is a row with `error` set, so the other rows can still be used.
     """
     source = str(path)
+    if _is_folder(path):
+        # Imported here: arrow_rows builds this module's rows and row files.
+        from sage_tui.core.data.arrow_rows import open_folder
+
+        return open_folder(path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
         shown = f"'{path.suffix}'" if path.suffix else "no extension"
         raise _fail(
             source,
-            f"unsupported file type {shown} (supported: {', '.join(SUPPORTED_EXTENSIONS)})",
+            f"unsupported file type {shown} (supported: {', '.join(SUPPORTED_EXTENSIONS)},"
+            " or a folder saved by datasets)",
         )
+    if suffix == ".parquet":
+        from sage_tui.core.data.arrow_rows import open_parquet
+
+        return open_parquet(path)
     with open_regular(path) as binary:
+        refuse_utf16(source, binary)
         if suffix == ".json":
             rows, in_array = _json_document(source, binary)
-            return RowFile(path, in_array, rows)
+            return RowFile(path, in_array, _json_rows=rows)
     return RowFile(path)
 
 

@@ -80,6 +80,17 @@ def open_regular(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "rb")
 
 
+def refuse_utf16(source: str, binary: IO[bytes]) -> None:
+    """DatasetError when the file starts with a UTF-16 byte-order mark (what "Unicode text"
+    exports of spreadsheets write); nothing is consumed."""
+    peek = getattr(binary, "peek", None)
+    head = peek(2)[:2] if peek is not None else b""
+    if head in (b"\xff\xfe", b"\xfe\xff"):
+        raise DatasetError(
+            f"{source} is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8"
+        )
+
+
 def text_of(binary: IO[bytes], newline: str) -> io.TextIOWrapper:
     """A text reader over `binary` for `numbered_lines` (`newline` as for open())."""
     # utf-8-sig: spreadsheet exports often start with a byte-order mark. Bad bytes come
