@@ -9,10 +9,11 @@ The replies are found through the model's own chat template, whatever it is (no 
 models): the conversation is rendered whole, then for each assistant turn up to it with the
 generation prompt and up to it with its reply. When each rendering extends the previous one
 and the whole, the characters between are the reply as the template writes it (its
-end-of-turn token included, the whitespace after it not). A template that renders earlier
-turns differently once later ones follow (some drop earlier reasoning) falls back to finding
-each reply's content in the whole text, in order; a reply found neither way refuses the row
-with the way out (train on prompts). Characters become tokens through a fast tokenizer's
+end-of-turn token included, the whitespace after it not). A turn the template renders
+differently once later ones follow (Qwen3 writes an empty reasoning block before the last
+reply only; some templates drop earlier reasoning) is found instead by its content in the
+whole text, after the turns before it; a reply found neither way refuses the row with the
+way out (train on prompts). Characters become tokens through a fast tokenizer's
 offsets: a token carries loss when its characters overlap a reply.
 
 Nothing heavy is imported here: the tokenizer is handed in by the caller.
@@ -152,9 +153,7 @@ def tokenize_example(
             " train on prompts instead"
         )
     turns = _trained_turns(example)
-    spans = _template_spans(tokenizer, example.messages, tools, full, turns)
-    if spans is None:
-        spans = _located_spans(example.messages, full, turns, _end_tokens(tokenizer), where)
+    spans = _reply_spans(tokenizer, example.messages, tools, full, turns, where)
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(encoded["input_ids"])
     return _cut(ids, _labels(ids, encoded["offset_mapping"], spans), example.line, full, max_length)
@@ -217,30 +216,65 @@ def _trained_turns(example: Example) -> list[int]:
     ]
 
 
-def _template_spans(
+def _reply_spans(
     tokenizer: Any,
     messages: list[Message],
     tools: list[dict[str, Any]] | None,
     full: str,
     turns: list[int],
-) -> list[tuple[int, int]] | None:
-    """The replies' character spans from renderings up to each turn; None when the template
-    is not prefix-stable for this conversation."""
-    spans = []
-    for i in turns:
-        try:
-            prompt = _rendered(tokenizer, messages[:i], tools, generation=True)
-            through = (
-                full if i == len(messages) - 1 else _rendered(tokenizer, messages[: i + 1], tools)
+    where: str,
+) -> list[tuple[int, int]]:
+    """The trained replies' character spans in `full`, in order: each from the renderings up
+    to its turn where the template is prefix-stable there, else found by its content."""
+    trained = set(turns)
+    end_tokens: list[str] | None = None
+    spans: list[tuple[int, int]] = []
+    cursor = 0  # the messages before it are behind us: a reply is looked for after them
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        content = content.strip() if isinstance(content, str) else ""
+        if i not in trained:
+            at = full.find(content, cursor) if content else -1
+            if at >= 0:
+                cursor = at + len(content)
+            continue
+        span = _rendered_span(tokenizer, messages, tools, full, i)
+        if span is None:
+            if end_tokens is None:
+                end_tokens = _end_tokens(tokenizer)
+            span = _found_span(content, full, cursor, end_tokens)
+        if span is None:
+            number = sum(1 for m in messages[: i + 1] if m.get("role") == "assistant")
+            raise DatasetError(
+                f"{where}: assistant reply {number} is not found in the conversation as the"
+                " model's chat template renders it, so its prompt cannot be masked; train on"
+                " prompts to train on every token"
             )
-        except Exception:  # a template may refuse a partial conversation
-            return None
-        if not (through.startswith(prompt) and full.startswith(through)):
-            return None
-        end = len(prompt) + len(through[len(prompt) :].rstrip())
-        if end > len(prompt):
-            spans.append((len(prompt), end))
+        if span[1] > span[0]:
+            spans.append(span)
+        cursor = max(cursor, span[1])
     return spans
+
+
+def _rendered_span(
+    tokenizer: Any,
+    messages: list[Message],
+    tools: list[dict[str, Any]] | None,
+    full: str,
+    i: int,
+) -> tuple[int, int] | None:
+    """Turn `i`'s reply as the characters between the conversation rendered up to it with
+    the generation prompt and rendered with it, when both begin `full`; else None."""
+    try:
+        prompt = _rendered(tokenizer, messages[:i], tools, generation=True)
+        last = i == len(messages) - 1
+        through = full if last else _rendered(tokenizer, messages[: i + 1], tools)
+    except Exception:  # a template may refuse a partial conversation
+        return None
+    if not (through.startswith(prompt) and full.startswith(through)):
+        return None
+    # The end-of-turn token the template writes is the reply's; the whitespace after it not.
+    return len(prompt), len(prompt) + len(through[len(prompt) :].rstrip())
 
 
 def _end_tokens(tokenizer: Any) -> list[str]:
@@ -251,33 +285,16 @@ def _end_tokens(tokenizer: Any) -> list[str]:
     return [t for t in dict.fromkeys(ordered) if isinstance(t, str) and t]
 
 
-def _located_spans(
-    messages: list[Message], full: str, turns: list[int], end_tokens: list[str], where: str
-) -> list[tuple[int, int]]:
-    """The replies' spans found by their content in the whole rendering, in order (each with
-    the special token that directly follows it)."""
-    trained = set(turns)
-    spans = []
-    cursor = 0
-    for i, message in enumerate(messages):
-        content = message.get("content")
-        content = content.strip() if isinstance(content, str) else ""
-        at = full.find(content, cursor) if content else -1
-        if at < 0:
-            if i in trained:
-                number = sum(1 for m in messages[: i + 1] if m.get("role") == "assistant")
-                raise DatasetError(
-                    f"{where}: assistant reply {number} is not found in the conversation as the"
-                    " model's chat template renders it, so its prompt cannot be masked; train on"
-                    " prompts to train on every token"
-                )
-            continue
-        end = at + len(content)
-        if i in trained:
-            end += next((len(t) for t in end_tokens if full.startswith(t, end)), 0)
-            spans.append((at, end))
-        cursor = end
-    return spans
+def _found_span(
+    content: str, full: str, cursor: int, end_tokens: list[str]
+) -> tuple[int, int] | None:
+    """The first place from `cursor` where `content` stands in `full`, with the special token
+    that directly follows it; None when it is not there."""
+    at = full.find(content, cursor) if content else -1
+    if at < 0:
+        return None
+    end = at + len(content)
+    return at, end + next((len(t) for t in end_tokens if full.startswith(t, end)), 0)
 
 
 def _labels(
