@@ -144,7 +144,10 @@ def test_each_format_is_detected_and_converted(
     path = write_rows(tmp_path / f"data{suffix}", [row, row])
     loaded = load_dataset_file(path)
     assert loaded.format == fmt
-    assert loaded.skipped == 0 and loaded.problems == [] and loaded.warnings == []
+    assert loaded.skipped == 0 and loaded.problems == []
+    # The row is written twice, so the second is an exact duplicate of the first.
+    assert loaded.duplicates == 1 and len(loaded.warnings) == 1
+    assert "1 row is an exact duplicate of earlier ones (first: line" in loaded.warnings[0]
     assert len(loaded.examples) == 2
     example = loaded.examples[0]
     if fmt == "text":
@@ -208,8 +211,20 @@ def test_glaive_tool_turns_map_to_assistant_and_tool() -> None:
         "tool",
         "assistant",
     ]
-    assert first[3]["content"].startswith('{"name": "search_recipes"')
+    # The call is kept as the assistant's tool call, its arguments as the row holds them.
+    assert first[3]["content"] == ""
+    assert first[3]["tool_calls"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "search_recipes",
+                "arguments": {"ingredients": ["chicken", "bell peppers", "rice"]},
+            },
+        }
+    ]
     assert first[4]["content"].startswith('{"recipes"')
+    tools = loaded.examples[0].tools
+    assert tools is not None and tools[0]["name"] == "search_recipes"
 
 
 # --- split and write ----------------------------------------------------------------------------

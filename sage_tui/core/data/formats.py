@@ -2,34 +2,58 @@
 
 Rows come in one of five formats, detected from their keys or named by the user:
 
-- `messages`: `{"messages": [{"role": ..., "content": ...}, ...]}` (OpenAI / TRL style)
-- `sharegpt`: `{"conversations": [{"from": ..., "value": ...}, ...]}`, optional `system`
-- `alpaca`: `instruction`, optional `input`, `output`, optional `system` and `history`
-- `prompt_completion`: `prompt`, `completion`
+- `messages`: `{"messages": [{"role": ..., "content": ...}, ...]}` (OpenAI / TRL style), with
+  `name`, `tool_calls`, `tool_call_id`, a 0/1 `weight` on assistant turns, text content parts
+  and a top-level `tools` (see `chat`)
+- `sharegpt`: `{"conversations": [{"from": ..., "value": ...}, ...]}`, optional `system` and
+  `tools`; `function_call` turns holding a JSON call become assistant tool calls
+- `alpaca`: `instruction`, optional `input`, `output`, optional `system` and `history`; Dolly's
+  `instruction`, `context`, `response` too (`context` is the input, `category` is ignored)
+- `prompt_completion`: `prompt`, `completion` (strings, or TRL's lists of messages; then only
+  the completion carries loss)
 - `text`: `{"text": ...}`, plain text for continued pre-training
 
-Each row is validated and converted to an `Example` (chat messages, or text); a row that
-cannot be converted raises `InvalidRow` with the reason.
+Rows that are not supervised chat data (preference pairs, KTO labels, rankings, multimodal
+rows) are refused whatever their format (`kinds`). Each row is validated and converted to an
+`Example` (chat messages, or text); a row that cannot be converted raises `InvalidRow` with
+the reason.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sage_tui.core.data.chat import (
+    Message,
+    check_conversation,
+    row_tools,
+    turn_weights,
+    turns,
+)
+from sage_tui.core.data.errors import DatasetError, InvalidRow, json_type, show
+from sage_tui.core.data.kinds import refused_kind
 from sage_tui.core.text_enum import TextEnum
-from sage_tui.errors import SageError
 
-
-class DatasetError(SageError):
-    """A dataset file that cannot be used as it is; the message names the file and line."""
-
-
-class InvalidRow(DatasetError):
-    """One row that cannot be converted; the message is the reason, without file or line."""
+__all__ = [
+    "DETECT_ROWS",
+    "FORMATS",
+    "ROLES",
+    "DatasetError",
+    "Example",
+    "Format",
+    "InvalidRow",
+    "Message",
+    "detect_format",
+    "json_type",
+    "marked_format",
+    "parse_format",
+    "to_example",
+    "to_messages",
+]
 
 
 class Format(TextEnum):
@@ -45,19 +69,10 @@ class Format(TextEnum):
 FORMATS: tuple[str, ...] = tuple(f.value for f in Format)
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
-# Keys that make a row vote for a format, in priority order: a row holding `messages` and
-# `text` is a chat row whose text is probably a rendering of it.
-_MARKERS: dict[Format, tuple[str, ...]] = {
-    Format.MESSAGES: ("messages",),
-    Format.SHAREGPT: ("conversations",),
-    Format.ALPACA: ("instruction", "output"),
-    Format.PROMPT_COMPLETION: ("prompt", "completion"),
-    Format.TEXT: ("text",),
-}
 _SHOWN_KEYS: dict[Format, str] = {
     Format.MESSAGES: "messages",
     Format.SHAREGPT: "conversations",
-    Format.ALPACA: "instruction, input, output",
+    Format.ALPACA: "instruction, input, output; or instruction, context, response",
     Format.PROMPT_COMPLETION: "prompt, completion",
     Format.TEXT: "text",
 }
@@ -77,11 +92,6 @@ _SHAREGPT_ROLES: dict[str, str] = {
     "observation": "tool",
     "tool": "tool",
 }
-
-Message = dict[str, Any]
-"""One chat turn: `role` and `content` (a string), and where the row had them `name`,
-`tool_calls` (OpenAI style: `[{"type": "function", "function": {"name", "arguments"}}]`, the
-content then may be empty) and `tool_call_id`."""
 
 
 @dataclass(frozen=True)
@@ -115,33 +125,29 @@ class Example:
 
 
 def marked_format(row: Mapping[str, Any]) -> Format | None:
-    """The format whose marker keys the row holds (the first in priority order), or None."""
-    for fmt, keys in _MARKERS.items():
-        if any(key in row for key in keys):
-            return fmt
+    """The format the row's keys mark, or None.
+
+    A chat list wins over everything beside it (a row holding `messages` and `text` is a chat
+    row whose text is probably a rendering of it); an `instruction` makes Alpaca; a `prompt`
+    with a `completion` (or `response`) makes prompt-completion; an `output` or `response`
+    without them is Alpaca whose input carries the request. Whether the row is supervised
+    data at all is `kinds.refused_kind`'s to say.
+    """
+    if "messages" in row:
+        return Format.MESSAGES
+    if "conversations" in row:
+        return Format.SHAREGPT
+    if "instruction" in row:
+        return Format.ALPACA
+    if "prompt" in row and ("completion" in row or "response" in row):
+        return Format.PROMPT_COMPLETION
+    if "output" in row or "response" in row:
+        return Format.ALPACA
+    if "prompt" in row or "completion" in row:
+        return Format.PROMPT_COMPLETION
+    if "text" in row:
+        return Format.TEXT
     return None
-
-
-def json_type(value: object) -> str:
-    """The JSON name of a value's type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _show(value: object, limit: int = 30) -> str:
-    shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
-    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def parse_format(name: str | Format) -> Format:
@@ -150,17 +156,28 @@ def parse_format(name: str | Format) -> Format:
         return Format(name)
     except ValueError:
         raise DatasetError(
-            f"unknown dataset format {_show(name)} (expected one of: {', '.join(FORMATS)})"
+            f"unknown dataset format {show(name)} (expected one of: {', '.join(FORMATS)})"
         ) from None
+
+
+def shown_formats() -> str:
+    """The formats understood with their keys, for messages."""
+    return "; ".join(f"{fmt.value} ({keys})" for fmt, keys in _SHOWN_KEYS.items())
 
 
 def detect_format(rows: Sequence[object], *, source: str = "dataset") -> Format:
     """The format most of the first 20 object rows are in, judged by their keys.
 
     `source` names the file in the error raised when the rows are in no format understood or
-    disagree with no clear majority.
+    disagree with no clear majority, or when one of them is not supervised chat data (a
+    preference pair, for instance: see `kinds`).
     """
     objects = [row for row in rows if isinstance(row, dict)][:DETECT_ROWS]
+    for number, row in enumerate(objects, start=1):
+        kind = refused_kind(row)
+        if kind is not None:
+            name = os.path.basename(source)
+            raise DatasetError(kind.file_message(source, f"row {number}", name, False))
     votes = Counter(marked_format(row) for row in objects)
     order = list(Format)
     ranked = sorted(
@@ -169,18 +186,17 @@ def detect_format(rows: Sequence[object], *, source: str = "dataset") -> Format:
     )
     if ranked and ranked[0][1] * 2 > len(objects):
         return ranked[0][0]
-    understood = "; ".join(f"{fmt.value} ({keys})" for fmt, keys in _SHOWN_KEYS.items())
     if len(ranked) > 1:
         seen = ", ".join(f"{fmt.value} ({n})" for fmt, n in ranked)
         raise DatasetError(
             f"{source}: cannot tell the format, the first {len(objects)} rows look like {seen};"
-            f" pass --format (formats understood: {understood})"
+            f" pass --format (formats understood: {shown_formats()})"
         )
     keys = sorted({str(key) for row in objects for key in row})
     found = ", ".join(keys[:12]) + (f" and {len(keys) - 12} more" if len(keys) > 12 else "")
     raise DatasetError(
         f"{source}: cannot tell the format from the keys found ({found or 'none'});"
-        f" formats understood: {understood}"
+        f" formats understood: {shown_formats()}"
     )
 
 
@@ -195,53 +211,6 @@ def _field(row: Mapping[str, Any], key: str, *, required: bool = True) -> str | 
     if required and not value.strip():
         raise InvalidRow(f"empty '{key}'")
     return value
-
-
-def _turns(row: Mapping[str, Any], key: str, roles: Mapping[str, str], noun: str) -> list[Message]:
-    if key not in row or row[key] is None:
-        raise InvalidRow(f"missing '{key}'")
-    turns = row[key]
-    if not isinstance(turns, list):
-        raise InvalidRow(f"'{key}' must be a list, got {json_type(turns)}")
-    if not turns:
-        raise InvalidRow(f"'{key}' is empty")
-    # Both spellings are accepted in both formats: datasets mix them more than they admit.
-    speaker, body = ("from", "value") if key == "conversations" else ("role", "content")
-    messages: list[Message] = []
-    for number, turn in enumerate(turns, start=1):
-        if not isinstance(turn, dict):
-            raise InvalidRow(f"{noun} {number} must be an object, got {json_type(turn)}")
-        role_key = speaker if speaker in turn else ("role" if speaker == "from" else "from")
-        text_key = body if body in turn else ("content" if body == "value" else "value")
-        if role_key not in turn:
-            raise InvalidRow(f"{noun} {number} is missing '{speaker}'")
-        if text_key not in turn:
-            raise InvalidRow(f"{noun} {number} is missing '{body}'")
-        raw_role, content = turn[role_key], turn[text_key]
-        role = roles.get(raw_role) if isinstance(raw_role, str) else None
-        if role is None:
-            expected = ", ".join(roles)
-            label = "role" if role_key == "role" else "'from' value"
-            raise InvalidRow(
-                f"{noun} {number} has unknown {label} {_show(raw_role)} (expected {expected})"
-            )
-        if not isinstance(content, str):
-            raise InvalidRow(
-                f"{noun} {number}: '{text_key}' must be a string, got {json_type(content)}"
-            )
-        if not content.strip():
-            raise InvalidRow(f"{noun} {number} has empty '{text_key}'")
-        messages.append({"role": role, "content": content})
-    return messages
-
-
-def _check_conversation(messages: list[Message]) -> list[Message]:
-    # Alternation is not enforced: system and tool turns legitimately break it.
-    if not any(m["role"] == "user" for m in messages):
-        raise InvalidRow("no user turn")
-    if messages[-1]["role"] != "assistant":
-        raise InvalidRow(f"last turn is '{messages[-1]['role']}', expected 'assistant'")
-    return messages
 
 
 def _system(row: Mapping[str, Any]) -> list[Message]:
@@ -274,47 +243,102 @@ def _history(row: Mapping[str, Any]) -> list[Message]:
     return messages
 
 
-def to_messages(row: object, fmt: str | Format) -> list[Message] | None:
-    """Chat messages for one row of format `fmt`; None for a `text` row (see `to_example`).
+def _reply_key(row: Mapping[str, Any], *keys: str) -> str:
+    """The first of `keys` the row holds (the reply's key), else the first."""
+    return next((key for key in keys if key in row and row[key] is not None), keys[0])
 
-    Raises InvalidRow, whose message is the reason (for instance "missing 'output'").
-    """
-    fmt = parse_format(fmt)
-    if not isinstance(row, dict):
-        raise InvalidRow(f"expected a JSON object, got {json_type(row)}")
-    if fmt is Format.TEXT:
-        _field(row, "text")
-        return None
-    if fmt is Format.MESSAGES:
-        return _check_conversation(_turns(row, "messages", _MESSAGE_ROLES, "message"))
-    if fmt is Format.SHAREGPT:
-        turns = _turns(row, "conversations", _SHAREGPT_ROLES, "turn")
-        system = [] if turns[0]["role"] == "system" else _system(row)
-        return _check_conversation(system + turns)
-    if fmt is Format.PROMPT_COMPLETION:
-        prompt, completion = _field(row, "prompt"), _field(row, "completion")
-        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
-    # Alpaca: a missing instruction is tolerated when the input carries the request.
-    if "instruction" not in row and "input" not in row:
+
+def _alpaca(row: Mapping[str, Any]) -> Example:
+    # A missing instruction is tolerated when the input carries the request.
+    if "instruction" not in row and "input" not in row and "context" not in row:
         raise InvalidRow("missing 'instruction'")
     instruction = _field(row, "instruction", required=False) or ""
-    extra = _field(row, "input", required=False) or ""
-    output = _field(row, "output")
+    extra = _field(row, _reply_key(row, "input", "context"), required=False) or ""
+    output = _field(row, _reply_key(row, "output", "response"))
     parts = [part for part in (instruction, extra) if part.strip()]
     if not parts:
         raise InvalidRow("empty 'instruction'")
-    return [
+    messages = [
         *_system(row),
         *_history(row),
         {"role": "user", "content": "\n\n".join(parts)},
         {"role": "assistant", "content": output},
     ]
+    return Example(messages=messages)
+
+
+def _prompt_completion(row: Mapping[str, Any]) -> Example:
+    completion_key = _reply_key(row, "completion", "response")
+    prompt, completion = row.get("prompt"), row.get(completion_key)
+    if not isinstance(prompt, list) and not isinstance(completion, list):
+        prompt_text, reply = _field(row, "prompt"), _field(row, completion_key)
+        messages = [
+            {"role": "user", "content": prompt_text},
+            {"role": "assistant", "content": reply},
+        ]
+        return Example(messages=messages)
+    # TRL's conversational prompt-completion: lists of messages, the loss on the completion.
+    for key in ("prompt", completion_key):
+        if not isinstance(row.get(key), list):
+            raise InvalidRow(
+                f"'{key}' must be a list of messages like the other, got {json_type(row.get(key))}"
+            )
+    asked, asked_weights = turns(row, "prompt", _MESSAGE_ROLES, "prompt message")
+    replied, _ = turns(row, completion_key, _MESSAGE_ROLES, "completion message")
+    if any(w is not None for w in asked_weights):
+        raise InvalidRow("'weight' on a prompt message: only the completion carries loss")
+    if not any(m["role"] == "assistant" for m in replied):
+        raise InvalidRow("the completion holds no assistant turn")
+    messages = check_conversation(asked + replied)
+    weights = [0.0] * len(asked) + [1.0 if m["role"] == "assistant" else 0.0 for m in replied]
+    return Example(messages=messages, tools=row_tools(row), weights=tuple(weights))
+
+
+def _chat(row: Mapping[str, Any], fmt: Format) -> Example:
+    if fmt is Format.MESSAGES:
+        messages, given = turns(row, "messages", _MESSAGE_ROLES, "message")
+    else:
+        messages, given = turns(row, "conversations", _SHAREGPT_ROLES, "turn")
+        if messages[0]["role"] != "system":
+            messages = _system(row) + messages
+    return Example(
+        messages=check_conversation(messages),
+        tools=row_tools(row),
+        weights=turn_weights(messages, given),
+    )
+
+
+def _converted(row: object, fmt: Format) -> Example:
+    if not isinstance(row, dict):
+        raise InvalidRow(f"expected a JSON object, got {json_type(row)}")
+    kind = refused_kind(row)
+    if kind is not None:
+        raise InvalidRow(kind.reason)
+    if fmt is Format.TEXT:
+        return Example(text=_field(row, "text"))
+    if fmt in (Format.MESSAGES, Format.SHAREGPT):
+        return _chat(row, fmt)
+    if fmt is Format.PROMPT_COMPLETION:
+        return _prompt_completion(row)
+    return _alpaca(row)
+
+
+def to_messages(row: object, fmt: str | Format) -> list[Message] | None:
+    """Chat messages for one row of format `fmt`; None for a `text` row (see `to_example`,
+    which keeps the row's tools and turn weights too).
+
+    Raises InvalidRow, whose message is the reason (for instance "missing 'output'").
+    """
+    return _converted(row, parse_format(fmt)).messages
 
 
 def to_example(row: object, fmt: str | Format, *, line: int = 0) -> Example:
     """One row of format `fmt` as an Example; raises InvalidRow with the reason."""
-    fmt = parse_format(fmt)
-    messages = to_messages(row, fmt)
-    if messages is None:
-        return Example(text=row["text"], line=line)  # type: ignore[index]
-    return Example(messages=messages, line=line)
+    example = _converted(row, parse_format(fmt))
+    return Example(
+        messages=example.messages,
+        text=example.text,
+        line=line,
+        tools=example.tools,
+        weights=example.weights,
+    )

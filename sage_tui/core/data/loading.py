@@ -35,6 +35,7 @@ from sage_tui.core.data.columns import (
     rename_columns,
     unmatched_columns,
 )
+from sage_tui.core.data.duplicates import DuplicateCounter
 from sage_tui.core.data.files import SUPPORTED_EXTENSIONS, Row, RowFile, open_rows
 from sage_tui.core.data.formats import (
     DETECT_ROWS,
@@ -50,6 +51,7 @@ from sage_tui.core.data.formats import (
     to_example,
     to_messages,
 )
+from sage_tui.core.data.kinds import refused_kind
 from sage_tui.core.data.placeholders import (
     PlaceholderTally,
     fill_example,
@@ -126,6 +128,8 @@ class LoadedDataset:
     """Usable examples in the file; -1 (when built by hand): len(examples)."""
     unfilled: dict[str, int] = field(default_factory=dict)
     """`{{name}}` placeholders left unfilled, with the number of usable rows holding each."""
+    duplicates: int = 0
+    """Usable rows that repeat an earlier row exactly (as converted)."""
 
     def __post_init__(self) -> None:
         if self.usable < 0:
@@ -218,6 +222,12 @@ def _detected(
             f" that name in the first {objects} rows (columns found: {found or 'none'})"
         )
     head = list(_renamed(head, columns))
+    for row in head:
+        kind = refused_kind(row.value) if row.error is None else None
+        if kind is not None:
+            where = f"{_unit(rows)} {row.line}"
+            message = kind.file_message(source, where, rows.path.name, rows.in_array)
+            raise DatasetError(message)
     if fmt is not None:
         chosen = parse_format(fmt)
     else:
@@ -271,9 +281,11 @@ def load_dataset_file(
     problems: list[RowProblem] = []
     invalid = 0
     tally = PlaceholderTally()
+    repeats = DuplicateCounter()
     for row, result in _converted(stream, chosen, placeholders):
         if isinstance(result, Example):
             tally.add(result)
+            repeats.add(result.record(), row.line)
             if keep is None or len(examples) < keep:
                 examples.append(result)
             continue
@@ -289,16 +301,17 @@ def load_dataset_file(
         )
     if invalid and not skip_invalid:
         raise DatasetError(invalid_rows_message(source, problems, invalid + tally.rows, invalid))
-    warning = tally.warning(source)
+    warnings = [tally.warning(source), repeats.warning(source, unit)]
     return LoadedDataset(
         path=path,
         format=chosen,
         examples=examples,
         problems=problems,
         skipped=invalid,
-        warnings=[warning] if warning else [],
+        warnings=[warning for warning in warnings if warning],
         usable=tally.rows,
         unfilled=tally.found(),
+        duplicates=repeats.count,
     )
 
 

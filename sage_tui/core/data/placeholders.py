@@ -1,12 +1,15 @@
 """`{{name}}` placeholders in datasets (LLaMA-Factory's identity set has `{{name}}` and
 `{{author}}`): finding the ones left unfilled, and filling them from values.
+
+Placeholders are looked for, and filled, in every string the model sees: plain text, message
+contents, names, tool calls and the tool definitions.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -18,12 +21,30 @@ _PLACEHOLDER = re.compile(r"\{\{\s*(" + PLACEHOLDER_NAME.pattern + r")\s*\}\}")
 _WARNING_MARK = "unfilled placeholders"
 
 
+def _all_strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _all_strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _all_strings(item)
+
+
 def _strings(example: Example) -> Iterable[str]:
+    """Every string of the example the model sees: the text, each message's content, name
+    and tool calls (their arguments, as a string or inside an object), and the tools."""
     if example.messages is None:
         yield example.text or ""
-    else:
-        for message in example.messages:
-            yield message["content"]
+        return
+    for message in example.messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            yield content
+        for key in ("name", "tool_calls"):
+            yield from _all_strings(message.get(key))
+    yield from _all_strings(example.tools)
 
 
 class PlaceholderTally:
@@ -91,7 +112,10 @@ def _fill(value: Any, values: Mapping[str, str]) -> Any:
         return {key: _fill(item, values) for key, item in value.items()}
     if isinstance(value, Example):
         return replace(
-            value, messages=_fill(value.messages, values), text=_fill(value.text, values)
+            value,
+            messages=_fill(value.messages, values),
+            text=_fill(value.text, values),
+            tools=_fill(value.tools, values),
         )
     return value
 
