@@ -61,12 +61,13 @@ class RowKind:
         detail = f" ({self.detail})" if self.detail else ""
         return f"{self.one}{detail}, not supervised chat data ({_SFT_ONLY})"
 
-    def file_message(self, source: str, where: str, name: str, in_array: bool) -> str:
+    def file_message(self, source: str, where: str, name: str | None, in_array: bool) -> str:
         """Why the file `source` is refused, the row found at `where` ("line 3"); `name` is
-        the file's name for the jq line, `in_array` whether its rows are a JSON array."""
+        the file's name for the jq line (None: no jq line, for files jq cannot read),
+        `in_array` whether its rows are a JSON array."""
         detail = f" ({self.detail})" if self.detail else ""
         jq = ""
-        if self.fix:
+        if self.fix and name is not None:
             each = ".[] | " if in_array else ""
             stem = name.rsplit(".", 1)[0]
             jq = f", for instance with jq -c '{each}{self.fix}' {name} > {stem}-sft.jsonl"
@@ -204,7 +205,10 @@ def _multimodal(row: Mapping[str, Any]) -> RowKind | None:
     for key in _MEDIA_KEYS:
         if key in row and _present(row[key]):
             value = row[key]
-            held = f"{len(value)} items" if isinstance(value, list) else f"a {json_type(value)}"
+            if isinstance(value, list):
+                held = f"{len(value)} item{'' if len(value) == 1 else 's'}"
+            else:
+                held = f"a {json_type(value)}"
             return RowKind(
                 name="multimodal",
                 one="a multimodal row",
@@ -232,6 +236,7 @@ def _multimodal(row: Mapping[str, Any]) -> RowKind | None:
                 detail=f"the text holds the {mark.group(0)} mark of {mark.group(1)} input",
                 need=need,
                 todo=f"leave out the rows whose text holds {mark.group(0)}",
+                fix=f'select(tojson | contains("{mark.group(0)}") | not)',
             )
     return None
 

@@ -185,6 +185,9 @@ def invalid_rows_message(
     )
 
 
+_JQ_READS = (".json", ".jsonl")
+
+
 def _unit(rows: RowFile) -> str:
     return getattr(rows, "unit", "line")
 
@@ -226,7 +229,9 @@ def _detected(
         kind = refused_kind(row.value) if row.error is None else None
         if kind is not None:
             where = f"{_unit(rows)} {row.line}"
-            message = kind.file_message(source, where, rows.path.name, rows.in_array)
+            # jq reads JSON and JSON lines only.
+            name = rows.path.name if rows.path.suffix.lower() in _JQ_READS else None
+            message = kind.file_message(source, where, name, rows.in_array)
             raise DatasetError(message)
     if fmt is not None:
         chosen = parse_format(fmt)
