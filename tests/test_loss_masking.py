@@ -286,9 +286,9 @@ def test_literal_special_tokens_are_found_counted_and_stripped(tokenizer: Any) -
     assert tally.found() == {"<|im_end|>": 2, "</s>": 1, "<|endoftext|>": 1}
     assert find_special_tokens(rows[0], tokens) == {"<|im_end|>", "</s>"}
     assert tally.warning("d.jsonl") == (
-        "d.jsonl: rows hold literal special tokens, which train as control tokens:"
-        " <|im_end|> (2 rows), </s> (1 rows), <|endoftext|> (1 rows); strip special tokens to"
-        " remove them"
+        "d.jsonl: rows hold literal special tokens of chat formats in their text (a tokenizer"
+        " that knows one reads it as a control token): <|im_end|> (2 rows), </s> (1 rows),"
+        " <|endoftext|> (1 rows); strip special tokens to remove them"
     )
     assert SpecialTokenTally(tokens).warning("d.jsonl") is None
     assert strip_special_tokens(rows[0], tokens).messages == [

@@ -38,7 +38,8 @@ class Preview:
     dropped: int = 0
     """Examples training leaves out: no token carries loss within max_length."""
     special_tokens: dict[str, int] = field(default_factory=dict)
-    """Literal special tokens found in the rows' text, with the number of rows holding each."""
+    """Literal special tokens found in the rows' text (before any stripping), with the number
+    of rows holding each."""
     pieces: list[tuple[str, bool]] = field(default_factory=list)
     """The first example's tokens (after truncation): (decoded text, carries loss), runs of
     the same flag merged."""

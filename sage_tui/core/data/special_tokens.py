@@ -125,6 +125,7 @@ class SpecialTokenTally:
         if stripped:
             return f"{source}: literal special tokens removed from the rows' text: {listed}"
         return (
-            f"{source}: rows hold literal special tokens, which train as control tokens:"
-            f" {listed}; strip special tokens to remove them"
+            f"{source}: rows hold literal special tokens of chat formats in their text (a"
+            f" tokenizer that knows one reads it as a control token): {listed}; strip special"
+            " tokens to remove them"
         )
