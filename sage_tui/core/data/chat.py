@@ -85,6 +85,11 @@ def _text(content: object, where: str, key: str) -> str | None:
     texts: list[str] = []
     for number, part in enumerate(content, start=1):
         kind = part.get("type")
+        if kind is None:
+            raise InvalidRow(
+                f'{where}: content part {number} has no \'type\' (text parts are {{"type": "text",'
+                ' "text": ...})'
+            )
         if kind != "text":
             raise InvalidRow(
                 f"{where}: content part {number} is of type {show(kind)}; only text parts can"

@@ -77,6 +77,10 @@ class DuplicateCounter:
         if self.remembered * 2 > len(self._digests):
             self._grow()
 
+    def memory_bytes(self) -> int:
+        """Bytes the table holds (16 a slot, the slots at most twice the rows remembered)."""
+        return self._digests.itemsize * len(self._digests) * 2
+
     def warning(self, source: str, unit: str = "line") -> str | None:
         """The warning about the duplicates counted in file `source`, or None."""
         if not self.count or self.first is None:
