@@ -80,8 +80,9 @@ BAD_CASES: list[tuple[str, str | bytes, str]] = [
     ),
     (
         "wrong_type.jsonl",
-        f'{GOOD_LINE}\n{{"instruction": "q", "output": 5}}\n{GOOD_LINE}\n',
-        invalid(2, "'output' must be a string, got number"),
+        # (a number there reads as a score: kinds.py refuses that row as reward data)
+        f'{GOOD_LINE}\n{{"instruction": "q", "output": true}}\n{GOOD_LINE}\n',
+        invalid(2, "'output' must be a string, got boolean"),
     ),
     (
         "empty_content.jsonl",
@@ -173,16 +174,17 @@ BAD_CASES: list[tuple[str, str | bytes, str]] = [
         "unknown_keys.jsonl",
         '{"question": "q", "answer": "a"}\n',
         "cannot tell the format from the keys found (answer, question); formats understood:"
-        " messages (messages); sharegpt (conversations); alpaca (instruction, input, output);"
-        " prompt_completion (prompt, completion); text (text)",
+        " messages (messages); sharegpt (conversations); alpaca (instruction, input, output;"
+        " or instruction, context, response); prompt_completion (prompt, completion);"
+        " text (text)",
     ),
     (
         "mixed.jsonl",
         '{"text": "t"}\n{"prompt": "p", "completion": "c"}\n',
         "cannot tell the format, the first 2 rows look like prompt_completion (1), text (1);"
         " pass --format (formats understood: messages (messages); sharegpt (conversations);"
-        " alpaca (instruction, input, output); prompt_completion (prompt, completion);"
-        " text (text))",
+        " alpaca (instruction, input, output; or instruction, context, response);"
+        " prompt_completion (prompt, completion); text (text))",
     ),
     (
         "data.txt",

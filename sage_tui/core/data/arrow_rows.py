@@ -46,6 +46,7 @@ INFO = "dataset_info.json"
 _SHARD = re.compile(
     r"(?P<split>.+?)-(?P<index>\d{5})-of-(?P<count>\d{5})(?:-[0-9a-f]+)?\.parquet", re.IGNORECASE
 )
+_READ_BUFFER = 1024 * 1024
 _DIGITS = re.compile(r"(\d+)")
 _SHOWN = 8
 
@@ -87,7 +88,9 @@ def _parquet_file(source: str, binary: IO[bytes]) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(binary)
+        # Buffered, not pre-buffered: a row group's column chunks are read a megabyte at a
+        # time rather than whole (pandas writes up to a million rows in one group).
+        return pq.ParquetFile(binary, buffer_size=_READ_BUFFER, pre_buffer=False)
     except (pa.ArrowException, OSError) as err:
         raise _fail(source, f"not a Parquet file ({_said(err)})") from None
 
@@ -104,7 +107,8 @@ def _arrow_stream(source: str, binary: IO[bytes]) -> Any:
 
 
 def _parquet_batches(source: str, binary: IO[bytes]) -> Iterator[pa.RecordBatch]:
-    yield from _parquet_file(source, binary).iter_batches(batch_size=BATCH_ROWS)
+    parquet = _parquet_file(source, binary)
+    yield from parquet.iter_batches(batch_size=BATCH_ROWS, use_threads=False)
 
 
 def _arrow_batches(source: str, binary: IO[bytes]) -> Iterator[pa.RecordBatch]:
@@ -232,7 +236,7 @@ def _saved_shards(folder: Path) -> list[Path]:
             " entries, as datasets' save_to_disk writes",
         )
     shards = [folder / str(n) for n in names]
-    missing = [s for s in shards if not s.is_file()]
+    missing = [s for s in shards if not s.exists()]  # open_regular refuses the rest
     if missing:
         raise _fail(folder, f"{STATE} lists {_names(missing)}, missing from the folder")
     return shards

@@ -174,13 +174,13 @@ def _decode(source: str, data: bytes) -> str:
     """The text of a .json file: its byte-order mark dropped and, when some lines end in a bare
     CR, every line ending made LF (JSON strings hold no raw CR, so nothing else changes) so
     that lines are counted as an editor shows them."""
+    # The mark is dropped first so that offsets in the error count from the text.
+    data = data.removeprefix(b"\xef\xbb\xbf")
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        if line == 1 and data.startswith(b"\xef\xbb\xbf"):
-            column -= 3  # the mark is not a column
         byte = data[err.start]
         raise _fail(
             source,
