@@ -22,6 +22,7 @@ from sage_tui.core.data import DatasetError, arrow_rows, load_dataset_file
 from sage_tui.core.data.files import open_rows, read_rows
 from sage_tui.core.data.sources import resolve_dataset
 from tests.test_dataset_limits import within
+from tests.test_layering import modules_after_import
 
 BOM = b"\xef\xbb\xbf"
 REPO = Path(__file__).resolve().parent.parent
@@ -255,6 +256,24 @@ def test_a_file_that_is_not_parquet_is_refused(tmp_path: Path, data: bytes, expe
     assert refused(path) == f"{path}: {expected}"
 
 
+def test_a_parquet_file_broken_inside_is_refused_at_the_rows_it_breaks(tmp_path: Path) -> None:
+    path = tmp_path / "broken.parquet"
+    rows = [{"text": f"row {i} " + "x" * 50} for i in range(1000)]
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=500)
+    column = pq.ParquetFile(path).metadata.row_group(1).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start : start + 40] = b"\xff" * 40
+    path.write_bytes(bytes(data))
+    # The footer is whole, so the file opens; the batch reaching into row group 2 breaks.
+    read = open_rows(path)
+    with pytest.raises(DatasetError) as err:
+        list(read)
+    message = str(err.value)
+    assert message.startswith(f"{path}: cannot read the rows from row 257 on (")
+    assert message.isprintable()
+
+
 def test_a_fifo_named_parquet_is_refused_before_any_read(tmp_path: Path) -> None:
     path = tmp_path / "x.parquet"
     os.mkfifo(path)
@@ -357,6 +376,14 @@ def test_a_folder_of_parquet_shards_reads_its_train_split(tmp_path: Path) -> Non
     assert refused(folder) == f"{folder}: the train split is sharded, and shard 1 of 2 is missing"
 
 
+def test_unnamed_parquet_parts_are_one_table_read_in_their_order(tmp_path: Path) -> None:
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for i in (10, 2, 1):
+        pq.write_table(pa.Table.from_pylist([chat(i)]), folder / f"part-{i}.parquet")
+    assert [r.value for r in open_rows(folder)] == [chat(1), chat(2), chat(10)]
+
+
 def test_other_folders_say_what_they_hold_and_what_is_accepted(tmp_path: Path) -> None:
     folder = tmp_path / "notes"
     (folder / "raw").mkdir(parents=True)
@@ -369,6 +396,11 @@ def test_other_folders_say_what_they_hold_and_what_is_accepted(tmp_path: Path) -
         " dataset_dict.json), or a folder of the Parquet shards of a split"
         " (train-00000-of-00002.parquet, ...)"
     )
+
+
+def test_the_readers_import_neither_pyarrow_nor_huggingface_hub() -> None:
+    loaded = modules_after_import("sage_tui.core.data.arrow_rows", "sage_tui.core.data.sources")
+    assert loaded.isdisjoint({"pyarrow", "huggingface_hub", "datasets"})
 
 
 # --- memory -----------------------------------------------------------------------------------

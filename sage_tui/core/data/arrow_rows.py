@@ -63,8 +63,10 @@ def _fail(source: object, what: str) -> DatasetError:
 
 
 def _said(err: BaseException) -> str:
-    """pyarrow's reason on one line, not too long."""
+    """pyarrow's reason on one line, not too long, with no control characters (it may quote
+    bytes of the file)."""
     text = " ".join(str(err).split()) or type(err).__name__
+    text = "".join(c if c.isprintable() else "?" for c in text)
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -154,22 +156,18 @@ def _rows(shards: Sequence[Path], batches: _Batches) -> Iterator[Row]:
         source = str(shard)
         within = 0
         with open_regular(shard) as binary:
-            stream = batches(source, binary)
-            while True:
-                try:
-                    batch = next(stream, None)
-                except DatasetError:
-                    raise
-                except Exception as err:  # pyarrow's errors have no common base but Exception
-                    raise _fail(
-                        source, f"cannot read the rows from row {within + 1} on ({_said(err)})"
-                    ) from None
-                if batch is None:
-                    break
-                for value, error in _batch_rows(batch):
-                    yield Row(index + 1, index, value, error)
-                    index += 1
-                    within += 1
+            try:
+                for batch in batches(source, binary):
+                    for value, error in _batch_rows(batch):
+                        yield Row(index + 1, index, value, error)
+                        index += 1
+                        within += 1
+            except DatasetError:
+                raise
+            except Exception as err:  # pyarrow's errors share no base class but Exception
+                raise _fail(
+                    source, f"cannot read the rows from row {within + 1} on ({_said(err)})"
+                ) from None
 
 
 def _checked(shards: Sequence[Path], opener: Callable[[str, IO[bytes]], Any]) -> None:

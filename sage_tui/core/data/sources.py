@@ -168,4 +168,8 @@ def resolve_dataset(source: str) -> Path:
         ) from None
     except (LocalEntryNotFoundError, HFValidationError):
         raise not_found from None
+    except OSError as err:
+        raise DatasetError(
+            f"cannot read the Hugging Face cache {cache}: {err.strerror or err}"
+        ) from None
     return _train_split(source, Path(snapshot))
