@@ -30,8 +30,6 @@ def token_lines(preview: Preview, usable: int) -> list[str]:
         f"  max {preview.max_tokens}  (max length {preview.max_length})",
         preview.histogram_text(bins=6, width=24),
     ]
-    if not hasattr(preview, "pieces"):  # MERGE: transient until the masking preview lands
-        return lines
     if preview.truncated:
         lines.append(
             f"warning: {preview.truncated} rows are longer than the max length"

@@ -81,10 +81,8 @@ class DatasetCheck:
 def resolved_dataset(source: str | Path) -> Path:
     """The dataset a user named: a file or folder, or a dataset id in the local Hugging Face
     cache; DatasetError when it is none of them."""
-    try:  # MERGE: transient until core/data/sources.py lands (issue 10 in progress)
-        from sage_tui.core.data.sources import resolve_dataset
-    except ImportError:
-        return Path(source).expanduser().absolute()
+    from sage_tui.core.data.sources import resolve_dataset
+
     return resolve_dataset(str(source)).expanduser().absolute()
 
 
@@ -143,7 +141,7 @@ class DataReport:
     @property
     def pieces(self) -> list[tuple[str, bool]]:
         """The first row's tokens as (text, carries loss) pieces; empty without a preview."""
-        return list(getattr(self.preview, "pieces", [])) if self.preview is not None else []
+        return list(self.preview.pieces) if self.preview is not None else []
 
     @property
     def reason(self) -> str:
@@ -226,20 +224,18 @@ class DataDesk:
             return DataReport(check, preview_error=describe_error(err), how_to_fill=how_to_fill)
         from sage_tui.core.data.preview import preview
 
-        options = {
-            "train_on_prompts": request.train_on_prompts,
-            "strip_special_tokens": request.strip_special_tokens,
-        }
-        import inspect  # MERGE: transient until the masking preview lands
-
-        if "train_on_prompts" not in inspect.signature(preview).parameters:
-            options = {}
         try:
-            shown = preview(check.loaded, tokenizer, max_length, **options)
+            shown = preview(
+                check.loaded,
+                tokenizer,
+                max_length,
+                train_on_prompts=request.train_on_prompts,
+                strip_special_tokens=request.strip_special_tokens,
+            )
         except DatasetError as err:  # the chat template refuses the rows
             return DataReport(check, error=str(err), how_to_fill=how_to_fill)
         error = None
-        if shown.count and getattr(shown, "dropped", 0) == shown.count:
+        if shown.count and shown.dropped == shown.count:
             error = (
                 f"every row's reply starts after the max length ({max_length} tokens):"
                 " raise the max length"
