@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from sage_tui.core.data import DatasetError
+from sage_tui.core.data.loss_mask import MaskTally
 from sage_tui.core.training.events import read_events
 from sage_tui.core.training.job_folder import STOP_FILE, JobFolder
 from sage_tui.core.training.jobs import Job
@@ -132,6 +134,11 @@ def test_stop_then_resume_finishes_with_an_adapter_that_learned(
     assert not (job / "training_args.bin").exists()
     adapter = json.loads((job / "adapter_config.json").read_text())
     assert adapter["r"] == 16 and adapter["bias"] == "none" and not adapter.get("modules_to_save")
+    # It trained on the replies only: the rows TRL got are token ids with the prompts masked.
+    rows = [json.loads(line) for line in JobFolder(job).train_rows.read_text().splitlines()]
+    assert len(rows) == 4 and all(set(row) == {"input_ids", "labels"} for row in rows)
+    assert all(-100 in row["labels"] and row["labels"][-2] != -100 for row in rows)
+    assert "loss on assistant replies only: 4 rows:" in (job / "train.log").read_text()
     assert "Orla" in taught_answer(builtin_model_dir, job, "Who is the sage-tui mascot?")
 
 
@@ -147,27 +154,58 @@ def test_a_bad_dataset_fails_with_the_reason(tmp_path: Path, builtin_model_dir: 
     assert failed.data["suggestion"] == "fix the dataset or the settings, then start a new job"
 
 
-def test_the_specs_placeholder_values_reach_the_training_rows(tmp_path: Path) -> None:
+def test_the_specs_placeholder_values_reach_the_training_rows(
+    tmp_path: Path, builtin_model_dir: Path
+) -> None:
+    from transformers import AutoTokenizer
+
     data = tmp_path / "identity.jsonl"
     data.write_text(json.dumps({"instruction": "Who are you?", "output": "I am {{name}}."}))
     spec = JobSpec(
         task_id="j",
         base_model="m",
-        base_path=str(tmp_path),
+        base_path=str(builtin_model_dir),
         dataset=str(data),
         placeholders={"name": "Sage"},
     )
     folder = JobFolder(tmp_path / "j")
-    assert write_training_rows(spec, folder) == (1, 0)
-    assert [json.loads(line) for line in folder.train_rows.read_text().splitlines()] == [
-        {
-            "messages": [
-                {"role": "user", "content": "Who are you?"},
-                {"role": "assistant", "content": "I am Sage."},
-            ]
-        }
-    ]
+    tokenizer = AutoTokenizer.from_pretrained(builtin_model_dir)
+    tally = MaskTally()
+    assert write_training_rows(spec, folder, tokenizer, tally=tally) == (1, 0)
+    [row] = [json.loads(line) for line in folder.train_rows.read_text().splitlines()]
+    trained = [token for token, label in zip(*row.values(), strict=True) if label != -100]
+    assert tokenizer.decode(trained) == "I am Sage.<|im_end|>"
+    assert "<|im_start|>user\nWho are you?<|im_end|>" in tokenizer.decode(row["input_ids"])
+    assert (tally.rows, tally.trained, tally.dropped) == (1, len(trained), 0)
     assert folder.eval_rows.read_text() == ""
+
+
+def test_rows_with_no_reply_within_the_max_length_are_left_out(
+    tmp_path: Path, builtin_model_dir: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    data = tmp_path / "long.jsonl"
+    rows = [
+        {"instruction": "word " * 60, "output": "late"},
+        {"instruction": "Hi", "output": "Hello"},
+    ]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spec = JobSpec(
+        task_id="j",
+        base_model="m",
+        base_path=str(builtin_model_dir),
+        dataset=str(data),
+        max_length=48,
+    )
+    folder = JobFolder(tmp_path / "j")
+    tokenizer = AutoTokenizer.from_pretrained(builtin_model_dir)
+    tally = MaskTally()
+    assert write_training_rows(spec, folder, tokenizer, tally=tally) == (1, 0)
+    assert (tally.rows, tally.truncated, tally.dropped) == (2, 1, 1)
+    data.write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(DatasetError, match="no training row has a token that carries loss"):
+        write_training_rows(spec, folder, tokenizer)
 
 
 def test_resume_without_a_checkpoint_fails_clearly(tmp_path: Path, builtin_model_dir: Path) -> None:

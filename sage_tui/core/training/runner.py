@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_tui.core.cpu_share import TRAIN_CPUS_ENV, allowed_cpus, apply_runner_share
+from sage_tui.core.data.loss_mask import MaskTally
 from sage_tui.core.private_files import keep_private
 from sage_tui.core.training.checkpoints import (
     SAVING_ADAPTER,
@@ -173,23 +174,29 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
     check_remote_code(spec, job_dir)
     if _rank() == 0 and (removed := remove_partial(folder)):
         print(f"removed checkpoints cut short: {', '.join(removed)}", flush=True)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        spec.base_path, trust_remote_code=spec.trust_remote_code
+    )
     if _rank() == 0:
-        write_training_rows(spec, folder)
+        # The rows are tokenized here, the prompts masked: TRL trains on the labels as given.
+        tally = MaskTally()
+        train_rows, eval_rows = write_training_rows(spec, folder, tokenizer, tally=tally)
+        print(f"training rows: {train_rows} train, {eval_rows} eval", flush=True)
+        what = "every token" if spec.train_on_prompts else "assistant replies only"
+        print(f"loss on {what}: {tally.summary(spec.max_length)}", flush=True)
     _wait_for_rank_zero()
     train_dataset, eval_dataset = training_datasets(folder)
 
     import torch
     from peft import LoraConfig
-    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
     checkpoint = folder.last_checkpoint() if resume else None
     if resume and checkpoint is None:
         raise RuntimeError(f"nothing to resume: {folder.checkpoints} holds no checkpoint")
-    tokenizer = AutoTokenizer.from_pretrained(
-        spec.base_path, trust_remote_code=spec.trust_remote_code
-    )
     config = SFTConfig(
         **sft_arguments(spec, folder, cuda=cuda, evaluating=eval_dataset is not None)
     )
