@@ -46,7 +46,12 @@ def test_check_of_a_real_alpaca_file_can_train(capsys, provisioned_services: Ser
     assert "carry loss" in loss and "are masked" in loss
     # Piped, the trained tokens of the first row are marked; the reply is among them, the
     # user's instruction is not.
-    marked = lines[lines.index("tokens that carry loss in the first row (marked):") + 1 :]
+    marked = lines[
+        lines.index(
+            "first row as the model sees it, the tokens that carry loss between \u27e6 \u27e7:"
+        )
+        + 1 :
+    ]
     text = "\n".join(marked[:-1])
     first = load_dataset_file(SHARED / "alpaca_en_demo.json", keep=1).examples[0]
     reply = first.messages[-1]["content"]

@@ -15,7 +15,18 @@ import sage_tui
 import sage_tui.core
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "vllm", "transformers", "trl", "peft", "datasets", "pynvml", "psutil")
+HEAVY = (
+    "torch",
+    "vllm",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "pyarrow",
+    "huggingface_hub",
+    "pynvml",
+    "psutil",
+)
 
 
 def modules_after_import(*names: str) -> set[str]:

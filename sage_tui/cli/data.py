@@ -123,7 +123,8 @@ def _check(studio, args: argparse.Namespace) -> int:
     for line in lines[:-1]:
         show(line)
     if report.pieces:
-        show("tokens that carry loss in the first row (marked):")
+        mark = "in reverse video" if for_stream(sys.stdout) else "between \u27e6 \u27e7"
+        show(f"first row as the model sees it, the tokens that carry loss {mark}:")
         print(_marked(report.pieces, terminal=for_stream(sys.stdout)))
     show(lines[-1])
     return 2 if report.refused else 0

@@ -69,7 +69,8 @@ def describe_report(report: DataReport) -> str:
         lines += [f"warning: {warning}" for warning in check.warnings(report.how_to_fill)]
         if report.preview is not None:
             lines += token_lines(report.preview, loaded.usable)
-            if report.preview.samples:
+            # Front ends show the first row's tokens marked (`report.pieces`) where they can.
+            if report.preview.samples and not report.preview.pieces:
                 lines.append("first row as the model sees it:")
                 lines.append(_clip(report.preview.samples[0], SAMPLE_CHARS))
         elif report.preview_error:
