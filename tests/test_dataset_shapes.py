@@ -431,3 +431,15 @@ def test_placeholders_are_found_and_filled_in_every_string_the_model_sees() -> N
     assert filled.messages[3]["content"] == "I am Sage, made by Ann."
     assert filled.messages[1]["tool_calls"][0]["function"]["arguments"] == '{"who": "Sage"}'
     assert filled.tools[0]["description"] == "Greets as Sage"
+
+
+def test_arguments_nested_past_reason_are_refused_not_crashed_on() -> None:
+    deep: Any = "x"
+    for _ in range(500):
+        deep = {"a": deep}
+    call = {"type": "function", "function": {"name": "f", "arguments": deep}}
+    turns = [user("q"), {"role": "assistant", "content": "", "tool_calls": [call]}]
+    with pytest.raises(InvalidRow, match=r"tool call 1: 'arguments' nest more than 64 levels"):
+        to_example({"messages": turns}, "messages")
+    with pytest.raises(InvalidRow, match=r"^tool 1 nests more than 64 levels deep$"):
+        to_example({"messages": [user("q"), bot("a")], "tools": [deep]}, "messages")

@@ -26,6 +26,24 @@ content then may be empty) and `tool_call_id`."""
 Weight = float | None
 """A turn's `weight` as the row gave it (0 or 1), or None where it gave none."""
 
+MAX_NESTING = 64
+"""The deepest nesting of objects and lists kept from a row's tool arguments and tools; more is
+refused (the values are walked recursively later, and no real schema comes near it)."""
+
+
+def _too_deep(value: object) -> bool:
+    """True when `value` nests lists and objects more than MAX_NESTING deep (found without
+    recursion, so the check itself cannot overflow)."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth >= MAX_NESTING:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
 
 def _call(call: object, where: str) -> dict[str, Any]:
     """One tool call in OpenAI style; the arguments as the row holds them (string or object)."""
@@ -45,6 +63,8 @@ def _call(call: object, where: str) -> dict[str, Any]:
         raise InvalidRow(
             f"{where}: 'arguments' must be a JSON string or an object, got {json_type(arguments)}"
         )
+    if _too_deep(arguments):
+        raise InvalidRow(f"{where}: 'arguments' nest more than {MAX_NESTING} levels deep")
     made: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": arguments}}
     if isinstance(call.get("id"), str):
         made["id"] = call["id"]
@@ -227,4 +247,6 @@ def row_tools(row: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     for number, tool in enumerate(tools, start=1):
         if not isinstance(tool, dict):
             raise InvalidRow(f"tool {number} must be an object, got {json_type(tool)}")
+        if _too_deep(tool):
+            raise InvalidRow(f"tool {number} nests more than {MAX_NESTING} levels deep")
     return tools or None

@@ -248,7 +248,7 @@ def _reply_key(row: Mapping[str, Any], *keys: str) -> str:
     return next((key for key in keys if key in row and row[key] is not None), keys[0])
 
 
-def _alpaca(row: Mapping[str, Any]) -> Example:
+def _alpaca(row: Mapping[str, Any], line: int) -> Example:
     # A missing instruction is tolerated when the input carries the request.
     if "instruction" not in row and "input" not in row and "context" not in row:
         raise InvalidRow("missing 'instruction'")
@@ -264,10 +264,10 @@ def _alpaca(row: Mapping[str, Any]) -> Example:
         {"role": "user", "content": "\n\n".join(parts)},
         {"role": "assistant", "content": output},
     ]
-    return Example(messages=messages)
+    return Example(messages=messages, line=line)
 
 
-def _prompt_completion(row: Mapping[str, Any]) -> Example:
+def _prompt_completion(row: Mapping[str, Any], line: int) -> Example:
     completion_key = _reply_key(row, "completion", "response")
     prompt, completion = row.get("prompt"), row.get(completion_key)
     if not isinstance(prompt, list) and not isinstance(completion, list):
@@ -276,7 +276,7 @@ def _prompt_completion(row: Mapping[str, Any]) -> Example:
             {"role": "user", "content": prompt_text},
             {"role": "assistant", "content": reply},
         ]
-        return Example(messages=messages)
+        return Example(messages=messages, line=line)
     # TRL's conversational prompt-completion: lists of messages, the loss on the completion.
     for key in ("prompt", completion_key):
         if not isinstance(row.get(key), list):
@@ -291,10 +291,10 @@ def _prompt_completion(row: Mapping[str, Any]) -> Example:
         raise InvalidRow("the completion holds no assistant turn")
     messages = check_conversation(asked + replied)
     weights = [0.0] * len(asked) + [1.0 if m["role"] == "assistant" else 0.0 for m in replied]
-    return Example(messages=messages, tools=row_tools(row), weights=tuple(weights))
+    return Example(messages=messages, line=line, tools=row_tools(row), weights=tuple(weights))
 
 
-def _chat(row: Mapping[str, Any], fmt: Format) -> Example:
+def _chat(row: Mapping[str, Any], fmt: Format, line: int) -> Example:
     if fmt is Format.MESSAGES:
         messages, given = turns(row, "messages", _MESSAGE_ROLES, "message")
     else:
@@ -303,24 +303,25 @@ def _chat(row: Mapping[str, Any], fmt: Format) -> Example:
             messages = _system(row) + messages
     return Example(
         messages=check_conversation(messages),
+        line=line,
         tools=row_tools(row),
         weights=turn_weights(messages, given),
     )
 
 
-def _converted(row: object, fmt: Format) -> Example:
+def _converted(row: object, fmt: Format, line: int = 0) -> Example:
     if not isinstance(row, dict):
         raise InvalidRow(f"expected a JSON object, got {json_type(row)}")
     kind = refused_kind(row)
     if kind is not None:
         raise InvalidRow(kind.reason)
     if fmt is Format.TEXT:
-        return Example(text=_field(row, "text"))
+        return Example(text=_field(row, "text"), line=line)
     if fmt in (Format.MESSAGES, Format.SHAREGPT):
-        return _chat(row, fmt)
+        return _chat(row, fmt, line)
     if fmt is Format.PROMPT_COMPLETION:
-        return _prompt_completion(row)
-    return _alpaca(row)
+        return _prompt_completion(row, line)
+    return _alpaca(row, line)
 
 
 def to_messages(row: object, fmt: str | Format) -> list[Message] | None:
@@ -334,11 +335,4 @@ def to_messages(row: object, fmt: str | Format) -> list[Message] | None:
 
 def to_example(row: object, fmt: str | Format, *, line: int = 0) -> Example:
     """One row of format `fmt` as an Example; raises InvalidRow with the reason."""
-    example = _converted(row, parse_format(fmt))
-    return Example(
-        messages=example.messages,
-        text=example.text,
-        line=line,
-        tools=example.tools,
-        weights=example.weights,
-    )
+    return _converted(row, parse_format(fmt), line)

@@ -21,7 +21,7 @@ Each kind says what it is, per row (`RowKind.reason`) and for a whole file
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +32,10 @@ _MEDIA_KEYS = ("images", "videos", "audios", "image", "video", "audio")
 _MEDIA_MARK = re.compile(r"<(image|video|audio)>")
 _REPLY_KEYS = ("output", "response", "completion")
 _ANSWER_LISTS = ("responses", "completions", "outputs", "candidates")
-_CHAT_KEYS = ("messages", "conversations", "prompt", "completion", "instruction", "output")
 _TURN_LISTS = ("messages", "conversations", "prompt", "completion", "chosen", "rejected")
+_TEXT_HOLDERS = frozenset({*_TURN_LISTS, "history"})
+_RARE_KEYS = frozenset({"kto_tag", "label", *_ANSWER_LISTS, *_MEDIA_KEYS})
+_CHAT_KEYS = ("messages", "conversations", "prompt", "completion", "instruction", "output")
 
 
 @dataclass(frozen=True)
@@ -139,26 +141,29 @@ def _labelled(row: Mapping[str, Any]) -> RowKind | None:
     )
 
 
-def _ranked(row: Mapping[str, Any]) -> RowKind | None:
-    for key in _REPLY_KEYS:
-        value = row.get(key)
-        if isinstance(value, list) and not (key == "completion" and _is_turns(value)):
-            return RowKind(
-                name="ranked answers, data for reward modelling or ranking",
-                one="a row of ranked answers",
-                detail=f"'{key}' holds a list of {len(value)}, not one reply",
-                need="one reply per row",
-                todo=f"keep the best answer as '{key}' (if it comes first)",
-                fix=f".{key} |= .[0]",
-            )
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return RowKind(
-                name="scored replies, data for reward modelling",
-                one="a scored reply",
-                detail=f"'{key}' holds a number, not a reply",
-                need="one reply per row",
-                todo=f"put the reply's text in '{key}'",
-            )
+def _ranked_reply(key: str, value: Any) -> RowKind | None:
+    """The kind a reply that is not a string shows: a list of answers, or a score."""
+    if isinstance(value, list) and not (key == "completion" and _is_turns(value)):
+        return RowKind(
+            name="ranked answers, data for reward modelling or ranking",
+            one="a row of ranked answers",
+            detail=f"'{key}' holds a list of {len(value)}, not one reply",
+            need="one reply per row",
+            todo=f"keep the best answer as '{key}' (if it comes first)",
+            fix=f".{key} |= .[0]",
+        )
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return RowKind(
+            name="scored replies, data for reward modelling",
+            one="a scored reply",
+            detail=f"'{key}' holds a number, not a reply",
+            need="one reply per row",
+            todo=f"put the reply's text in '{key}'",
+        )
+    return None
+
+
+def _answer_list(row: Mapping[str, Any]) -> RowKind | None:
     for key in _ANSWER_LISTS:
         value = row.get(key)
         if isinstance(value, list) and len(value) > 1:
@@ -173,35 +178,43 @@ def _ranked(row: Mapping[str, Any]) -> RowKind | None:
     return None
 
 
-def _strings(value: Any, depth: int = 0) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif depth < 8 and isinstance(value, list):
-        for item in value:
-            yield from _strings(item, depth + 1)
-    elif depth < 8 and isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item, depth + 1)
-
-
-def _parts(row: Mapping[str, Any]) -> Iterator[Any]:
-    """The typed content parts of the row's turns (OpenAI `content` lists)."""
+def _texts_and_parts(row: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+    """The row's text (top-level strings, turn contents, text parts, `history` pairs) and its
+    typed content parts, found where the formats read them (not in every nested value: that
+    would cost more than reading the row)."""
+    texts = [value for value in row.values() if isinstance(value, str)]
+    parts: list[Any] = []
+    if row.keys().isdisjoint(_TEXT_HOLDERS):
+        return texts, parts
+    contents: list[Any] = []
     for key in _TURN_LISTS:
         turns = row.get(key)
         turns = [turns] if isinstance(turns, dict) else turns
-        if not isinstance(turns, list):
-            continue
-        for turn in turns:
-            if not isinstance(turn, dict):
-                continue
-            for body in ("content", "value"):
-                content = turn.get(body)
-                if isinstance(content, list):
-                    yield from content
+        if isinstance(turns, list):
+            for turn in turns:
+                if isinstance(turn, dict):
+                    contents += (turn.get("content"), turn.get("value"))
+    history = row.get("history")
+    if isinstance(history, list):
+        for pair in history:
+            if isinstance(pair, list):
+                contents += pair
+    for content in contents:
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            for part in content:
+                parts.append(part)
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+    return texts, parts
 
 
-def _multimodal(row: Mapping[str, Any]) -> RowKind | None:
-    need = "text-only rows (it trains text-only models)"
+_NEED_TEXT = "text-only rows (it trains text-only models)"
+
+
+def _media(row: Mapping[str, Any]) -> RowKind | None:
+    """The kind a row with media files beside its text shows."""
     for key in _MEDIA_KEYS:
         if key in row and _present(row[key]):
             value = row[key]
@@ -213,28 +226,34 @@ def _multimodal(row: Mapping[str, Any]) -> RowKind | None:
                 name="multimodal",
                 one="a multimodal row",
                 detail=f"'{key}' holds {held}",
-                need=need,
+                need=_NEED_TEXT,
                 todo=f"leave out the rows that hold {key.rstrip('s')}s",
                 fix=f"select((.{key} // []) | length == 0) | del(.{key})",
             )
-    for part in _parts(row):
+    return None
+
+
+def _media_in_text(row: Mapping[str, Any]) -> RowKind | None:
+    """The kind a row whose text refers to media shows: typed parts, or <image> marks."""
+    texts, parts = _texts_and_parts(row)
+    for part in parts:
         kind = part.get("type") if isinstance(part, dict) else None
         if isinstance(kind, str) and kind != "text":
             return RowKind(
                 name="multimodal",
                 one="a multimodal row",
                 detail=f"a content part of type {kind!r}",
-                need=need,
+                need=_NEED_TEXT,
                 todo="leave out the rows with content parts other than text",
             )
-    for text in _strings(dict(row)):
-        mark = _MEDIA_MARK.search(text)
+    for text in texts:
+        mark = _MEDIA_MARK.search(text) if "<" in text else None
         if mark:
             return RowKind(
                 name="multimodal",
                 one="a multimodal row",
                 detail=f"the text holds the {mark.group(0)} mark of {mark.group(1)} input",
-                need=need,
+                need=_NEED_TEXT,
                 todo=f"leave out the rows whose text holds {mark.group(0)}",
                 fix=f'select(tojson | contains("{mark.group(0)}") | not)',
             )
@@ -250,4 +269,15 @@ def refused_kind(row: object) -> RowKind | None:
         return None
     if "chosen" in row or "rejected" in row:
         return _preference(row)
-    return _labelled(row) or _ranked(row) or _multimodal(row)
+    # The checks most rows pass are the cheap ones: a glance at the keys first.
+    if not row.keys().isdisjoint(_RARE_KEYS):
+        kind = _labelled(row) or _answer_list(row) or _media(row)
+        if kind is not None:
+            return kind
+    for key in _REPLY_KEYS:
+        value = row.get(key)
+        if value is not None and not isinstance(value, str):
+            kind = _ranked_reply(key, value)
+            if kind is not None:
+                return kind
+    return _media_in_text(row)

@@ -193,6 +193,9 @@ def _unit(rows: RowFile) -> str:
 
 
 def _renamed(rows: Iterable[Row], columns: Mapping[str, str]) -> Iterator[Row]:
+    if not columns:
+        yield from rows
+        return
     for row in rows:
         if row.error is None and isinstance(row.value, dict):
             row = replace(row, value=rename_columns(row.value, columns))

@@ -43,8 +43,10 @@ def _strings(example: Example) -> Iterable[str]:
         if isinstance(content, str):
             yield content
         for key in ("name", "tool_calls"):
-            yield from _all_strings(message.get(key))
-    yield from _all_strings(example.tools)
+            if key in message:
+                yield from _all_strings(message[key])
+    if example.tools:
+        yield from _all_strings(example.tools)
 
 
 class PlaceholderTally:
