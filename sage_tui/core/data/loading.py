@@ -1,13 +1,16 @@
 """Fine-tuning datasets in the formats people bring, turned into chat examples.
 
-The entry point for dataset files: `load_dataset_file` reads a file (`dataset_files`: JSON
-lines, a JSON array or CSV, each row with its line), detects or takes its format and converts
-every row to an `Example` (`dataset_formats`: messages, sharegpt, alpaca, prompt_completion,
-text), and fills `{{name}}` placeholders from the values given (`dataset_placeholders`),
-warning about any left. A bad row is reported with its line and the reason; by default any bad
-row refuses the file, so nobody trains on half a dataset without noticing. `split` and
-`write_jsonl` save train/eval files; `dataset_preview` renders examples through the model's
-chat template and measures them.
+The entry point for dataset files: `load_dataset_file` reads a file (`files`: JSON lines, a
+JSON array, CSV or Parquet, each row with its line or number), renames its columns when a
+mapping is given (`columns`), refuses rows that are not supervised chat data (`kinds`:
+preference pairs, KTO labels, rankings, multimodal rows; in the first rows that refuses the
+whole file), detects or takes its format and converts every row to an `Example` (`formats`
+and `chat`: messages, sharegpt, alpaca, prompt_completion, text), and fills `{{name}}`
+placeholders from the values given (`placeholders`), warning about any left and about exact
+duplicate rows (`duplicates`). A bad row is reported with its line and the reason; by default
+any bad row refuses the file, so nobody trains on half a dataset without noticing. `split`
+and `write_jsonl` save train/eval files; `preview` renders examples through the model's chat
+template and measures them.
 
 The file is read in one streaming pass: `keep` bounds the examples held in memory (a check of
 a multi-gigabyte file keeps the first few thousand and counts the rest), `iter_examples`
