@@ -280,3 +280,10 @@ def test_the_cli_refuses_an_unknown_expert_setting_in_one_line_creating_nothing(
     assert cli_main([*argv, "--extra", "weight_decay"]) == 2
     assert "--extra 'weight_decay' must be NAME=VALUE" in capsys.readouterr().err
     assert list(provisioned_services.settings.paths.finetune_outputs.iterdir()) == []
+
+
+def test_the_loss_mask_is_not_an_expert_setting() -> None:
+    from sage_tui.core.training.expert_settings import expert_problems
+
+    (problem,) = expert_problems({"assistant_only_loss": True})
+    assert "train on prompts too (--train-on-prompts)" in problem

@@ -155,18 +155,16 @@ EXPERT_SETTINGS: Mapping[str, ExpertSetting] = {
         "null or a whole number from 1 to 4096",
         _whole(1, 4096, none=True),
     ),
-    "completion_only_loss": ExpertSetting(
-        "loss on completions only (prompt/completion rows)",
-        "null, true or false",
-        lambda v: v is None or _bool(v),
-    ),
-    "assistant_only_loss": ExpertSetting("loss on assistant turns only", "true or false", _bool),
     "loss_type": ExpertSetting("loss", "one of nll, dft", _choice("nll", "dft")),
     "activation_offloading": ExpertSetting(
         "offload activations to the CPU", "true or false", _bool
     ),
 }
 """The `SFTConfig` arguments a job's `extra` may set (TRL 1.x names), and their values."""
+
+
+_MASKING = ("assistant_only_loss", "completion_only_loss")
+"""Which tokens carry loss is decided when the rows are tokenized (`core.data.loss_mask`)."""
 
 
 def expert_problems(extra: object) -> list[str]:
@@ -177,7 +175,15 @@ def expert_problems(extra: object) -> list[str]:
             f" not {type(extra).__name__}"
         ]
     problems = []
-    unknown = sorted(_shown(name) for name in extra if name not in EXPERT_SETTINGS)
+    masking = sorted(name for name in extra if name in _MASKING)
+    if masking:
+        problems.append(
+            f"{', '.join(masking)} is the studio's to set: jobs train on the assistant replies"
+            " only by default; train on prompts too (--train-on-prompts) for every token"
+        )
+    unknown = sorted(
+        _shown(name) for name in extra if name not in EXPERT_SETTINGS and name not in _MASKING
+    )
     if unknown:
         problems.append(
             f"expert setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}"
