@@ -173,19 +173,16 @@ def _check_tools(example: Example, tokenizer: Any, where: str) -> None:
 
 
 def _render(
-    tokenizer: Any,
-    messages: list[Message],
-    tools: list[dict[str, Any]] | None,
-    where: str,
-    *,
-    generation: bool = False,
+    tokenizer: Any, messages: list[Message], tools: list[dict[str, Any]] | None, where: str
 ) -> str:
+    """The whole conversation through the chat template; DatasetError naming the line when
+    the template refuses it."""
     if not getattr(tokenizer, "chat_template", None):
         raise DatasetError(
             "the model's tokenizer has no chat template; chat datasets need an instruct model"
         )
     try:
-        return _rendered(tokenizer, messages, tools, generation=generation)
+        return _rendered(tokenizer, messages, tools)
     except Exception as err:
         reason = " ".join(str(err).split()) or type(err).__name__
         raise DatasetError(
