@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -443,3 +444,16 @@ def test_arguments_nested_past_reason_are_refused_not_crashed_on() -> None:
         to_example({"messages": turns}, "messages")
     with pytest.raises(InvalidRow, match=r"^tool 1 nests more than 64 levels deep$"):
         to_example({"messages": [user("q"), bot("a")], "tools": [deep]}, "messages")
+
+
+def test_a_csv_column_mapped_to_messages_is_read_as_json(tmp_path: Path) -> None:
+    path = tmp_path / "chats.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["dialog", "id"])
+        writer.writerow([json.dumps([user("Hi"), bot("Hello!")]), "1"])
+    loaded = load_dataset_file(path, columns={"messages": "dialog"})
+    assert loaded.format is Format.MESSAGES
+    assert loaded.examples[0].messages == [user("Hi"), bot("Hello!")]
+    again = iter_examples(path, "messages", columns={"messages": "dialog"})
+    assert [e.messages for e in again] == [[user("Hi"), bot("Hello!")]]

@@ -31,6 +31,7 @@ STANDARD_COLUMNS: tuple[str, ...] = (
 )
 """The top-level keys the formats understand: the names a mapping may give a column."""
 
+_LIST_COLUMNS = ("messages", "conversations", "history")
 _EXAMPLE = "for instance instruction=question,output=answer"
 
 
@@ -103,13 +104,24 @@ def parse_columns(text: str) -> dict[str, str]:
     return check_columns(mapping, shown=text)
 
 
-def rename_columns(row: Any, columns: Mapping[str, str]) -> Any:
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            return value  # left a string: validation then says "must be a list"
+    return value
+
+
+def rename_columns(row: Any, columns: Mapping[str, str], *, cells: bool = False) -> Any:
     """`row` with its mapped keys renamed to the standard names (non-objects as they are).
 
     A key already holding a standard name that a mapping fills from another column is
     dropped: the mapped column replaces it. A mapping that takes `chosen` (train on the
     chosen replies of preference pairs) drops `rejected` too, so the row reads as the
-    supervised example the user asked for.
+    supervised example the user asked for. `cells`: the row is a CSV record, whose list
+    columns hold JSON; a column mapped to one (`messages`, `conversations`, `history`) is
+    parsed as the file reader parses those under their own names.
     """
     if not columns or not isinstance(row, dict):
         return row
@@ -119,7 +131,8 @@ def rename_columns(row: Any, columns: Mapping[str, str]) -> Any:
     renamed: dict[str, Any] = {}
     for key, value in row.items():
         if key in standard_of:
-            renamed[standard_of[key]] = value
+            standard = standard_of[key]
+            renamed[standard] = _cell(value) if cells and standard in _LIST_COLUMNS else value
         elif key in replaced or (drop_rejected and key == "rejected"):
             continue
         else:

@@ -191,17 +191,21 @@ def invalid_rows_message(
 _JQ_READS = (".json", ".jsonl")
 
 
+def _is_csv(rows: RowFile) -> bool:
+    return rows.path.suffix.lower() == ".csv"
+
+
 def _unit(rows: RowFile) -> str:
     return getattr(rows, "unit", "line")
 
 
-def _renamed(rows: Iterable[Row], columns: Mapping[str, str]) -> Iterator[Row]:
+def _renamed(rows: Iterable[Row], columns: Mapping[str, str], cells: bool) -> Iterator[Row]:
     if not columns:
         yield from rows
         return
     for row in rows:
         if row.error is None and isinstance(row.value, dict):
-            row = replace(row, value=rename_columns(row.value, columns))
+            row = replace(row, value=rename_columns(row.value, columns, cells=cells))
         yield row
 
 
@@ -230,7 +234,8 @@ def _detected(
             f"{source}: the column mapping {', '.join(missing)} found nothing: no column of"
             f" that name in the first {objects} rows (columns found: {found or 'none'})"
         )
-    head = list(_renamed(head, columns))
+    cells = _is_csv(rows)
+    head = list(_renamed(head, columns, cells))
     for row in head:
         kind = refused_kind(row.value) if row.error is None else None
         if kind is not None:
@@ -243,7 +248,7 @@ def _detected(
         chosen = parse_format(fmt)
     else:
         chosen = detect_format([r.value for r in head if r.error is None], source=source)
-    return chosen, chain(head, _renamed(stream, columns))
+    return chosen, chain(head, _renamed(stream, columns, cells))
 
 
 def _converted(
@@ -335,7 +340,8 @@ def iter_examples(
 ) -> Iterator[Example]:
     """The usable examples of a dataset file, one at a time, in order (invalid rows are left
     out: check the file with `load_dataset_file` first, with the same `columns`)."""
-    rows = _renamed(open_rows(Path(path)), check_columns(columns or {}))
+    opened = open_rows(Path(path))
+    rows = _renamed(opened, check_columns(columns or {}), _is_csv(opened))
     for _, result in _converted(rows, parse_format(fmt), placeholders):
         if isinstance(result, Example):
             yield result
