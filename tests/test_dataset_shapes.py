@@ -457,3 +457,34 @@ def test_a_csv_column_mapped_to_messages_is_read_as_json(tmp_path: Path) -> None
     assert loaded.examples[0].messages == [user("Hi"), bot("Hello!")]
     again = iter_examples(path, "messages", columns={"messages": "dialog"})
     assert [e.messages for e in again] == [[user("Hi"), bot("Hello!")]]
+
+
+def test_null_fields_read_as_absent_as_arrow_files_hold_them() -> None:
+    # A Parquet file's schema gives every row every field, null where the row has none.
+    nulls = {"name": None, "tool_calls": None, "tool_call_id": None, "weight": None}
+    call = {"id": None, "type": None, "function": {"name": "f", "arguments": None}}
+    row = {
+        "messages": [
+            {"role": "user", "content": "q", **nulls},
+            {**nulls, "role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "content": "1", **nulls},
+            {"role": "assistant", "content": "a", **nulls},
+        ],
+        "tools": None,
+        "chosen": None,
+        "rejected": None,
+        "kto_tag": None,
+        "images": None,
+    }
+    example = one(row)
+    assert example.messages == [
+        user("q"),
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {}}}],
+        },
+        {"role": "tool", "content": "1"},
+        bot("a"),
+    ]
+    assert example.weights is None and example.tools is None

@@ -49,16 +49,18 @@ def _call(call: object, where: str) -> dict[str, Any]:
     """One tool call in OpenAI style; the arguments as the row holds them (string or object)."""
     if not isinstance(call, dict):
         raise InvalidRow(f"{where} must be an object, got {json_type(call)}")
-    kind = call.get("type", "function")
+    # Null fields are what Arrow files hold where a row has none: read them as absent.
+    kind = call.get("type") or "function"
     if kind != "function":
         raise InvalidRow(f"{where} is of type {show(kind)}; only function calls are understood")
-    function = call.get("function", call)
+    function = call.get("function") or call
     if not isinstance(function, dict):
         raise InvalidRow(f"{where}: 'function' must be an object, got {json_type(function)}")
     name = function.get("name")
     if not isinstance(name, str) or not name.strip():
         raise InvalidRow(f"{where} has no function 'name'")
-    arguments = function.get("arguments", {})
+    arguments = function.get("arguments")
+    arguments = {} if arguments is None else arguments
     if not isinstance(arguments, (str, dict)):
         raise InvalidRow(
             f"{where}: 'arguments' must be a JSON string or an object, got {json_type(arguments)}"
@@ -66,7 +68,7 @@ def _call(call: object, where: str) -> dict[str, Any]:
     if _too_deep(arguments):
         raise InvalidRow(f"{where}: 'arguments' nest more than {MAX_NESTING} levels deep")
     made: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": arguments}}
-    if isinstance(call.get("id"), str):
+    if isinstance(call.get("id"), str) and call["id"]:
         made["id"] = call["id"]
     return made
 
@@ -125,9 +127,9 @@ def _text(content: object, where: str, key: str) -> str | None:
 
 
 def _weight(turn: Mapping[str, Any], role: str, where: str) -> Weight:
-    if "weight" not in turn:
+    value = turn.get("weight")
+    if value is None:
         return None
-    value = turn["weight"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in (0, 1):
         shown = json.dumps(value) if isinstance(value, (bool, int, float)) else json_type(value)
         raise InvalidRow(f"{where}: 'weight' must be 0 or 1, got {shown}")

@@ -125,7 +125,7 @@ def _preference(row: Mapping[str, Any]) -> RowKind:
 
 
 def _labelled(row: Mapping[str, Any]) -> RowKind | None:
-    if "kto_tag" in row:
+    if row.get("kto_tag") is not None:
         key = "kto_tag"
     elif isinstance(row.get("label"), bool) and any(k in row for k in _CHAT_KEYS):
         key = "label"
@@ -267,7 +267,8 @@ def refused_kind(row: object) -> RowKind | None:
     """
     if not isinstance(row, dict):
         return None
-    if "chosen" in row or "rejected" in row:
+    # Null fields are what Arrow files hold where a row has none: read them as absent.
+    if row.get("chosen") is not None or row.get("rejected") is not None:
         return _preference(row)
     # The checks most rows pass are the cheap ones: a glance at the keys first.
     if not row.keys().isdisjoint(_RARE_KEYS):
