@@ -176,7 +176,8 @@ def detect_format(rows: Sequence[object], *, source: str = "dataset") -> Format:
     for number, row in enumerate(objects, start=1):
         kind = refused_kind(row)
         if kind is not None:
-            name = os.path.basename(source)
+            # The jq line needs a file jq reads; "dataset" (no file) gets none.
+            name = os.path.basename(source) if source.endswith((".json", ".jsonl")) else None
             raise DatasetError(kind.file_message(source, f"row {number}", name, False))
     votes = Counter(marked_format(row) for row in objects)
     order = list(Format)
