@@ -15,7 +15,9 @@ from sage_tui.services import Services
 from sage_tui.ui.app import SageApp
 from sage_tui.ui.messages import JobEnded
 from sage_tui.ui.modals.use_backend import TITLE, UseBackendModal
+from sage_tui.ui.widgets.job_form import JobForm
 from sage_tui.ui.widgets.loss_chart import LossChartPanel
+from sage_tui.ui.widgets.token_preview import LEGEND, DatasetReport
 from tests.conftest import BUILTIN, REPO
 from tests.support.fake_engine import adapter_folder
 from tests.support.waiting import until
@@ -101,8 +103,9 @@ async def test_start_follow_and_finish_a_job(make_app) -> None:
         ended = [m.job for m in seen if isinstance(m, JobEnded)]
         assert [(j.id, j.status) for j in ended] == [("ft-pilot", "completed")]
         assert app.bells == 1
-        # The next job gets a fresh name unless one is typed.
-        assert screen.query_one("#finetune-task", Input).value == ""
+        # The next job gets a fresh name unless one is typed (once the submit has returned:
+        # a fast job can end before it does).
+        await until(lambda: screen.query_one("#finetune-task", Input).value == "")
 
 
 async def test_bad_input_creates_no_job(make_app) -> None:
@@ -122,8 +125,8 @@ async def test_bad_input_creates_no_job(make_app) -> None:
 
         app.screen.query_one("#finetune-check").press()
         report = app.screen.query_one("#finetune-dataset-report")
-        await until(lambda: "refused" in str(report.render()))
-        assert report.has_class("-error")
+        await until(lambda: report.has_class("-error"))
+        assert "does not exist" in str(report.render())
         await asyncio.sleep(0.5)
         assert app.services.supervisor.list() == []
         assert not app.services.settings.paths.job_dir("ft-bad").exists()
@@ -233,7 +236,7 @@ async def test_check_shows_a_rendered_row_and_asks_for_placeholders(
         fill(app, dataset=str(data), task="ft-identity")
         app.screen.query_one("#finetune-check").press()
         report = app.screen.query_one("#finetune-dataset-report")
-        await until(lambda: "first row as the model sees it" in str(report.render()))
+        await until(lambda: "first row's tokens" in str(report.render()))
         text = str(report.render())
         assert "<|im_start|>user\nWho are you?<|im_end|>" in text  # SmolLM2's chat template
         assert "unfilled placeholders {{author}}, {{name}}" in text
@@ -242,3 +245,79 @@ async def test_check_shows_a_rendered_row_and_asks_for_placeholders(
         await pilot.press("ctrl+s")
         await until(lambda: app.services.supervisor.list())
         assert app.services.supervisor.get("ft-identity").spec.placeholders == {"name": "Sage"}
+
+
+def trained_text(report: DatasetReport) -> str:
+    """The report's text shown in the "carries loss" highlight, piece by piece."""
+    rendered = report.render()
+    style = report.get_component_rich_style("dataset-report--trained")
+    return "|".join(
+        rendered.plain[span.start : span.end] for span in rendered.spans if span.style == style
+    )
+
+
+async def checked(app: SageApp, pilot, seen: list, **request) -> DatasetReport:
+    """Wait for a Check with these request fields to be asked for and shown."""
+    report = app.screen.query_one(DatasetReport)
+
+    def asked() -> bool:
+        return any(
+            isinstance(m, JobForm.CheckRequested)
+            and all(getattr(m.request, k) == v for k, v in request.items())
+            for m in seen
+        )
+
+    await until(asked)
+    await until(lambda: report.pieces and "checking" not in report.text)
+    return report
+
+
+async def test_the_check_highlights_the_tokens_that_carry_loss(make_app, tmp_path: Path) -> None:
+    data = tmp_path / "hi.jsonl"
+    data.write_text('{"instruction": "[bold]Who are you?", "output": "I am Sage."}\n')
+    app = make_app()
+    seen: list = []
+    async with app.run_test(size=(120, 50), message_hook=seen.append) as pilot:
+        await open_finetune(app, pilot)
+        fill(app, dataset=str(data))
+        app.screen.query_one("#finetune-check").press()
+        report = await checked(app, pilot, seen, train_on_prompts=False)
+        assert report.pieces[1] == ("I am Sage.<|im_end|>", True)
+        text = report.render().plain
+        assert "[bold]Who are you?" in text  # the row is data: no markup read
+        assert LEGEND in text
+        # The legend's own word and the reply: nothing of the prompt carries loss.
+        assert trained_text(report) == "highlighted|I am Sage.<|im_end|>"
+
+        seen.clear()
+        await pilot.click("#finetune-train-on-prompts")  # re-checks by itself
+        report = await checked(app, pilot, seen, train_on_prompts=True)
+        assert "<|im_start|>user\n[bold]Who are you?" in trained_text(report)
+
+
+async def test_columns_and_masking_switches_reach_the_job(make_app, tmp_path: Path) -> None:
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"question": "Who are you?", "answer": "I am Sage.</s>"}\n' * 4)
+    app = make_app()
+    seen: list = []
+    async with app.run_test(size=(120, 50), message_hook=seen.append) as pilot:
+        await open_finetune(app, pilot)
+        fill(app, dataset=str(data), task="ft-columns", columns="instruction=nope")
+        app.screen.query_one("#finetune-check").press()
+        report = app.screen.query_one(DatasetReport)
+        await until(lambda: report.has_class("-error") and "nope" in report.text)
+
+        fill(app, columns="instruction=question,output=answer")
+        app.screen.query_one("#finetune-columns", Input).focus()
+        await pilot.press("enter")  # a changed mapping checks again
+        columns = {"instruction": "question", "output": "answer"}
+        await checked(app, pilot, seen, columns=columns)
+        assert not report.has_class("-error"), report.text
+        await pilot.click("#finetune-strip-special")
+        await checked(app, pilot, seen, columns=columns, strip_special_tokens=True)
+
+        await pilot.press("ctrl+s")
+        await until(lambda: app.services.supervisor.list())
+        spec = app.services.supervisor.get("ft-columns").spec
+        assert spec.columns == columns
+        assert spec.strip_special_tokens is True and spec.train_on_prompts is False

@@ -1,12 +1,15 @@
 """The Finetune screen: the job form, the job list, the selected job and "use as backend".
 
 The App follows the jobs (they outlive this screen); the screen shows the App's `JobsUpdated`
-lists and calls the studio (`app.studio.jobs`) from thread workers for what the user asks.
+lists and calls the studio (`app.studio.jobs`, `app.studio.data`) from workers for what the
+user asks: thread workers for the blocking calls, an async one on the App's loop for "Use the
+docs" (it talks to the engine).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +17,17 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from sage_tui.core.store import ModelRecord
 from sage_tui.core.training.backend import adapter_name
 from sage_tui.core.training.jobs import Job
 from sage_tui.core.training.spec import SpecError
-from sage_tui.errors import SageError, describe_error
-from sage_tui.studio.dataset_report import describe_check, token_preview
+from sage_tui.errors import SageError
+from sage_tui.studio import EngineState
 from sage_tui.studio.formatting import job_summary
-from sage_tui.studio.jobs import JobRequest, check_dataset
+from sage_tui.studio.jobs import JobRequest
 from sage_tui.ui.messages import JobsUpdated, ModelsChanged
 from sage_tui.ui.modals.use_backend import UseBackendModal
 from sage_tui.ui.plain_text import plain
@@ -33,6 +37,22 @@ from sage_tui.ui.widgets.job_table import JobTable
 from sage_tui.ui.widgets.loss_chart import LossChartPanel
 
 LOG_LINES = 15
+
+
+def how_to_fill(names: list[str]) -> str:
+    """The report's hint for unfilled placeholders, in the form's words."""
+    return "type their values in the boxes below"
+
+
+@dataclass
+class DocsProgress(Message):
+    """A step of turning docs into a dataset (posted from wherever the studio reports it)."""
+
+    line: str
+
+    def can_replace(self, message: Message) -> bool:
+        # Only the latest step is shown: a backlog of older ones is dropped.
+        return isinstance(message, DocsProgress)
 
 
 def read_log_tail(path: Path, lines: int = LOG_LINES) -> str:
@@ -55,6 +75,7 @@ class FinetuneScreen(StudioScreen):
     MODE = "finetune"
     BINDINGS = [
         Binding("ctrl+s", "start", "Start", id="finetune.start"),
+        Binding("ctrl+o", "browse", "Browse", id="finetune.browse"),
         Binding("c", "cancel_job", "Cancel job", id="finetune.cancel"),
         Binding("r", "resume_job", "Resume", id="finetune.resume"),
         Binding("delete,d", "delete_job", "Delete", id="finetune.delete"),
@@ -131,11 +152,7 @@ class FinetuneScreen(StudioScreen):
         """Read every row the way Start will, then count tokens with the base tokenizer."""
         form = self.query_one(JobForm)  # only its thread-safe methods run through the app
         try:
-            check = check_dataset(
-                request.dataset,
-                skip_invalid=request.skip_invalid,
-                placeholders=request.placeholders,
-            )
+            report = self.app.studio.data.check(request, max_length, how_to_fill=how_to_fill)
         except (SageError, OSError) as err:
             self.app.call_from_thread(form.show_report, f"dataset refused: {err}", True)
             return
@@ -143,18 +160,47 @@ class FinetuneScreen(StudioScreen):
             refused = f"dataset refused: {request.dataset}: {err}"
             self.app.call_from_thread(form.show_report, refused, True)
             return
-        self.app.call_from_thread(form.show_fills, list(check.unfilled))
-        base = form.bases.get(request.base)
-        preview, error = None, None
-        if base is None:
-            error = "pick a base model"
-        else:
-            try:
-                preview = token_preview(check, base.path, max_length)
-            except Exception as err:  # any tokenizer trouble only costs the preview
-                error = describe_error(err)
-        report = describe_check(check, preview, error)
-        self.app.call_from_thread(form.show_report, report, check.refused)
+        self.app.call_from_thread(form.show_fills, report.unfilled)
+        self.app.call_from_thread(form.show_report, report.text, report.refused, report.pieces)
+
+    # -- a dataset from docs ----------------------------------------------------------------
+
+    def action_browse(self) -> None:
+        """Pick the dataset in the file picker (the form fills its box and checks it)."""
+        self.query_one(JobForm).action_browse()
+
+    @on(JobForm.DocsRequested)
+    def _docs_requested(self, message: JobForm.DocsRequested) -> None:
+        ready = self.app.studio.engine.status.state is EngineState.READY
+        self.dataset_from_docs(message.folder, message.model_questions and ready)
+
+    @work(exclusive=True, exit_on_error=False, group="finetune-docs", description="use the docs")
+    async def dataset_from_docs(self, folder: Path, model_questions: bool) -> None:
+        """Turn the docs into a JSONL dataset (on the App's loop: the model may write the
+        questions), then put it in the form and check it."""
+        form = self.query_one(JobForm)
+        how = "the model writes the questions" if model_questions else "templated questions"
+        form.show_report(f"reading the docs in {folder} ({how}) ...", failed=False)
+        try:
+            result = await self.app.studio.data.from_docs(
+                folder,
+                model_questions=model_questions,
+                progress=lambda line: self.post_message(DocsProgress(line)),
+            )
+        except SageError as err:
+            form.show_report(f"docs not turned into a dataset: {err}", failed=True)
+            self.notify(str(err), title="Use the docs", severity="error")
+            return
+        self.notify(result.note, title="Use the docs")
+        form.use_dataset(result.path)
+
+    @on(DocsProgress)
+    def _docs_progress(self, message: DocsProgress) -> None:
+        worker = next(
+            (w for w in self.workers if w.group == "finetune-docs" and w.is_running), None
+        )
+        if worker is not None:  # a late step must not cover the Check that followed
+            self.query_one(JobForm).show_report(message.line, failed=False)
 
     # -- starting a job ---------------------------------------------------------------------
 

@@ -1,27 +1,40 @@
 """The fine-tuning job form: base model, dataset (with its Check), preset and LoRA settings.
 
-The form holds what the user typed and nothing else: it posts `CheckRequested` and
-`StartRequested`, and the Finetune screen calls the studio. `build_request()` turns the form
-into a `JobRequest` carrying only the values the user changed from what the form showed, so the
-studio applies the preset and its rules exactly as it does for the CLI.
-"""
+The form holds what the user typed and nothing else: it posts `CheckRequested`,
+`DocsRequested` and `StartRequested`, and the Finetune screen calls the studio. Browse opens
+the file picker itself (it only helps type the dataset's path: no service is called).
+`build_request()` turns the form into a `JobRequest` carrying only the values the user changed
+from what the form showed, so the studio applies the preset and its rules exactly as it does
+for the CLI."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select
 
+from sage_tui.core.data import SUPPORTED_EXTENSIONS
+from sage_tui.core.data.columns import parse_columns
 from sage_tui.core.gpu import ResourceSnapshot
 from sage_tui.core.store import ModelRecord
 from sage_tui.core.training.spec import PRESETS, JobSpec, SpecError, preset_for
+from sage_tui.errors import SageError
+from sage_tui.studio import EngineState, EngineStatus
 from sage_tui.studio.jobs import JobRequest
+from sage_tui.ui.modals.file_picker import (
+    DOCS_EXTENSIONS,
+    FilePickerModal,
+    shown_path,
+    start_folder,
+)
 from sage_tui.ui.plain_text import plain
+from sage_tui.ui.widgets.token_preview import DatasetReport
 
 NUMBER_FIELDS = (
     # (spec field, widget id, label, type)
@@ -36,6 +49,8 @@ NUMBER_FIELDS = (
     ("eval_fraction", "finetune-eval", "eval fraction", float),
 )
 DEFAULTS = JobSpec(task_id="x", base_model="", base_path="", dataset="")
+RECHECK = ("#finetune-skip-invalid", "#finetune-train-on-prompts", "#finetune-strip-special")
+"""Checkboxes that change what Start does with the rows: changing one checks again."""
 
 
 def _show_number(value: float) -> str:
@@ -57,6 +72,14 @@ class JobForm(VerticalScroll):
     class StartRequested(Message):
         """The user asked to start the job the form describes."""
 
+    @dataclass
+    class DocsRequested(Message):
+        """The user picked a folder of Markdown docs to turn into a dataset."""
+
+        folder: Path
+        model_questions: bool
+        """Let the loaded model write the questions (templated ones otherwise)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.bases: dict[str, ModelRecord] = {}
@@ -64,20 +87,32 @@ class JobForm(VerticalScroll):
         self._shown = {name: getattr(DEFAULTS, name) for name, *_ in NUMBER_FIELDS}
         """The number each field was last filled with (a default or the preset's)."""
         self._preset_from_hardware = False
+        self._checked_columns = ""
+        """The columns text the last Check ran with (a blur re-checks only a change)."""
 
     def compose(self) -> ComposeResult:
         yield Label("base model", classes="finetune-label")
         yield Select([], prompt="base model", id="finetune-base", compact=True)
-        yield Label("dataset (.jsonl, .json, .csv)", classes="finetune-label")
+        kinds = ", ".join(SUPPORTED_EXTENSIONS)
+        yield Label(f"dataset ({kinds} or a saved folder)", classes="finetune-label")
         with Horizontal(id="finetune-dataset-row"):
             yield Input(placeholder="path/to/data.jsonl", id="finetune-dataset", compact=True)
+            yield Button("Browse", id="finetune-browse", compact=True)
             yield Button("Check", id="finetune-check", compact=True)
+        with Horizontal(id="finetune-columns-row"):
+            yield Label("columns", classes="finetune-field-label")
+            yield Input(
+                placeholder="instruction=question,output=answer",
+                id="finetune-columns",
+                compact=True,
+            )
         yield Checkbox("skip invalid rows", id="finetune-skip-invalid", compact=True)
-        yield Static(
-            "Check reads the rows and counts tokens.",
-            id="finetune-dataset-report",
-            markup=False,
-        )
+        yield Checkbox("train on prompts too", id="finetune-train-on-prompts", compact=True)
+        yield Checkbox("strip special tokens", id="finetune-strip-special", compact=True)
+        with Horizontal(id="finetune-docs-row"):
+            yield Button("Use the docs", id="finetune-docs", compact=True)
+            yield Checkbox("questions written by the model", id="finetune-docs-model", compact=True)
+        yield DatasetReport("Check reads the rows and counts tokens.", id="finetune-dataset-report")
         yield Grid(id="finetune-fills")
         yield Label("preset", classes="finetune-label")
         yield Select(
@@ -100,6 +135,11 @@ class JobForm(VerticalScroll):
 
     def on_mount(self) -> None:
         self.watch(self.app, "resources", self._resources_seen)
+        self.watch(self.app, "engine", self._engine_seen)
+
+    def _engine_seen(self, status: EngineStatus) -> None:
+        # The model can write the docs' questions only while an engine is loaded.
+        self.query_one("#finetune-docs-model", Checkbox).display = status.state is EngineState.READY
 
     # -- base models and presets ------------------------------------------------------------
 
@@ -155,6 +195,11 @@ class JobForm(VerticalScroll):
             if value != self._shown[field]:
                 settings[field] = value
         preset = self.query_one("#finetune-preset", Select).value
+        columns_text = self.query_one("#finetune-columns", Input).value
+        try:
+            columns = parse_columns(columns_text)
+        except SageError as err:  # the mapping's own words say which entry is wrong
+            raise SpecError(str(err)) from None
         return JobRequest(
             base=base if isinstance(base, str) else "",
             dataset=self.query_one("#finetune-dataset", Input).value.strip(),
@@ -164,6 +209,9 @@ class JobForm(VerticalScroll):
             gpus=self.query_one("#finetune-gpus", Input).value,
             placeholders=self.placeholder_values(),
             skip_invalid=self.query_one("#finetune-skip-invalid", Checkbox).value,
+            columns=columns,
+            train_on_prompts=self.query_one("#finetune-train-on-prompts", Checkbox).value,
+            strip_special_tokens=self.query_one("#finetune-strip-special", Checkbox).value,
         )
 
     def clear_task_id(self) -> None:
@@ -179,8 +227,13 @@ class JobForm(VerticalScroll):
     @on(Button.Pressed, "#finetune-check")
     @on(Input.Submitted, "#finetune-dataset")
     def _check_pressed(self) -> None:
+        self.run_check()
+
+    def run_check(self) -> None:
+        """Check the dataset with the form's settings (the screen reads it in a worker)."""
+        self._checked_columns = self.query_one("#finetune-columns", Input).value
         if not self.query_one("#finetune-dataset", Input).value.strip():
-            self.show_report("Enter a dataset path first.", failed=False)
+            self.show_report("Enter a dataset path first, or Browse for one.", failed=False)
             return
         try:
             request = self.build_request()
@@ -191,11 +244,54 @@ class JobForm(VerticalScroll):
         max_length = int(request.settings.get("max_length", self._shown["max_length"]))
         self.post_message(self.CheckRequested(request, max_length))
 
-    @on(Checkbox.Changed, "#finetune-skip-invalid")
-    def _skip_changed(self) -> None:
-        # What Start will do with bad rows changed: check again so the report says it.
+    @on(Checkbox.Changed, ",".join(RECHECK))
+    def _recheck_setting_changed(self) -> None:
+        # What Start will do with the rows changed: check again so the report says it.
         if self.query_one("#finetune-dataset", Input).value.strip():
-            self._check_pressed()
+            self.run_check()
+
+    @on(Input.Submitted, "#finetune-columns")
+    @on(Input.Blurred, "#finetune-columns")
+    def _columns_changed(self, event: Input.Submitted | Input.Blurred) -> None:
+        if event.value == self._checked_columns:
+            return
+        self._recheck_setting_changed()
+
+    def use_dataset(self, path: Path) -> None:
+        """Put `path` in the dataset box and check it."""
+        self.query_one("#finetune-dataset", Input).value = shown_path(path)
+        self.run_check()
+
+    # -- picking files ------------------------------------------------------------------------
+
+    @on(Button.Pressed, "#finetune-browse")
+    def action_browse(self) -> None:
+        """Pick the dataset file (or saved folder) in the file picker; it is then checked."""
+        typed = self.query_one("#finetune-dataset", Input).value
+
+        def picked(path: Path | None) -> None:
+            if path is not None:
+                self.use_dataset(path)
+
+        self.app.push_screen(FilePickerModal(start_folder(typed)), picked)
+
+    @on(Button.Pressed, "#finetune-docs")
+    def action_docs(self) -> None:
+        """Pick a folder of Markdown docs; the screen turns it into a dataset."""
+        model = self.query_one("#finetune-docs-model", Checkbox)
+
+        def picked(folder: Path | None) -> None:
+            if folder is not None:
+                wanted = model.value and model.display
+                self.post_message(self.DocsRequested(folder, model_questions=wanted))
+
+        picker = FilePickerModal(
+            start_folder(""),
+            title="Pick a folder of Markdown docs (use this folder: ctrl+f)",
+            extensions=DOCS_EXTENSIONS,
+            folders_only=True,
+        )
+        self.app.push_screen(picker, picked)
 
     def show_fills(self, names: list[str]) -> None:
         """One input for each `{{name}}` placeholder the dataset holds; typed values stay."""
@@ -223,8 +319,9 @@ class JobForm(VerticalScroll):
             if widget.value.strip()
         }
 
-    def show_report(self, text: str, failed: bool) -> None:
-        """Show what the check found (plain text: it quotes the file)."""
-        report = self.query_one("#finetune-dataset-report", Static)
-        report.set_class(failed, "-error")
-        report.update(plain(text))
+    def show_report(
+        self, text: str, failed: bool, pieces: list[tuple[str, bool]] | None = None
+    ) -> None:
+        """Show what the check found (plain text: it quotes the file) and the first row's
+        tokens, those that carry loss highlighted."""
+        self.query_one("#finetune-dataset-report", DatasetReport).show(text, failed, pieces or [])
