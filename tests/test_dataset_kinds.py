@@ -237,3 +237,10 @@ def test_mapping_the_chosen_reply_trains_on_it(tmp_path: Path) -> None:
 )
 def test_supervised_rows_are_not_mistaken(row: dict[str, Any]) -> None:
     assert refused_kind(row) is None
+
+
+def test_the_jq_line_quotes_a_file_name_for_the_shell(tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "my pairs.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
+    with pytest.raises(DatasetError) as caught:
+        load_dataset_file(path)
+    assert "del(.chosen, .rejected)' 'my pairs.jsonl' > 'my pairs-sft.jsonl'," in str(caught.value)

@@ -21,6 +21,7 @@ Each kind says what it is, per row (`RowKind.reason`) and for a whole file
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,8 +72,8 @@ class RowKind:
         jq = ""
         if self.fix and name is not None:
             each = ".[] | " if in_array else ""
-            stem = name.rsplit(".", 1)[0]
-            jq = f", for instance with jq -c '{each}{self.fix}' {name} > {stem}-sft.jsonl"
+            target = shlex.quote(name.rsplit(".", 1)[0] + "-sft.jsonl")
+            jq = f", for instance with jq -c '{each}{self.fix}' {shlex.quote(name)} > {target}"
         hint = f", {self.hint}" if self.hint else ""
         return (
             f"{source}: {where}: these rows are {self.name}{detail}; {_SFT_ONLY},"
