@@ -39,6 +39,12 @@ def main() -> int:
         "--variants", default=",".join(VARIANTS), help=f"comma-separated, of {VARIANTS}"
     )
     args = parser.parse_args()
+    from sage_tui.core.models.builtin import is_provisioned
+    from sage_tui.paths import Paths, resolve_home
+
+    model = Paths(resolve_home()).model_dir("smollm2-135m-instruct")
+    if not is_provisioned(model):
+        parser.error(f"the built-in model is not provisioned ({model}): run make setup first")
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {sys.version}")
     with tempfile.TemporaryDirectory(prefix="dataset-memory-") as scratch:
         work = Path(scratch)
@@ -48,7 +54,7 @@ def main() -> int:
         print(f"dataset: {rows:,} Alpaca rows, {size:,.0f} MiB of JSON lines", flush=True)
         print(f"{'variant':<12} {'peak MiB':>9} {'growth MiB':>11} {'seconds':>8} {'rows':>10}")
         for variant in args.variants.split(","):
-            found = measure(variant.strip(), path, work)
+            found = measure(variant.strip(), path, work, model=model)
             print(
                 f"{found.variant:<12} {found.peak_kib / 1024:9.0f} {found.growth_mib:11.0f}"
                 f" {found.seconds:8.1f} {found.rows:10,}",

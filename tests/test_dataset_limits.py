@@ -182,16 +182,23 @@ def test_a_big_json_document_is_refused_with_the_way_to_json_lines(
 # --- bounded memory ---------------------------------------------------------------------------
 
 
-def test_checking_and_preparing_a_big_file_keep_memory_flat(tmp_path: Path) -> None:
+def test_checking_and_preparing_a_big_file_keep_memory_flat(
+    tmp_path: Path, builtin_model_dir: Path
+) -> None:
     if not ALPACA.exists():
         pytest.skip(f"{ALPACA} is not on this machine")
     path = tmp_path / "big.jsonl"
     rows = write_alpaca_jsonl(path, 80 * 1024 * 1024)
-    for variant in ("check", "train_rows"):
-        found = measure(variant, path, tmp_path, timeout=60)
-        assert found.rows == rows
-        # Reading it whole took over 500 MiB; streaming holds a few thousand rows at most.
-        assert found.growth_mib < 20, found
+    found = measure("check", path, tmp_path, timeout=60)
+    assert found.rows == rows
+    # Reading it whole took over 500 MiB; streaming holds a few thousand rows at most.
+    assert found.growth_mib < 20, found
+    # The runner's data step tokenizes every row (about 1 ms each here): a smaller file.
+    small = tmp_path / "small.jsonl"
+    rows = write_alpaca_jsonl(small, 8 * 1024 * 1024)
+    found = measure("train_rows", small, tmp_path, timeout=120, model=builtin_model_dir)
+    assert found.rows == rows
+    assert found.growth_mib < 20, found
 
 
 def test_a_check_keeps_the_first_rows_and_counts_them_all(tmp_path: Path) -> None:
@@ -206,7 +213,10 @@ def test_a_check_keeps_the_first_rows_and_counts_them_all(tmp_path: Path) -> Non
     ]
 
 
-def test_the_runners_rows_are_split_as_split_does(tmp_path: Path) -> None:
+def test_the_runners_rows_are_split_as_split_does(tmp_path: Path, builtin_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(builtin_model_dir)
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(40)))
     spec = JobSpec(
@@ -219,10 +229,12 @@ def test_the_runners_rows_are_split_as_split_does(tmp_path: Path) -> None:
     )
     folder = JobFolder(tmp_path / "j")
     train, evaluation = split(load_dataset_file(path).examples, spec.eval_fraction, seed=3)
-    assert write_training_rows(spec, folder) == (len(train), len(evaluation))
+    assert write_training_rows(spec, folder, tokenizer) == (len(train), len(evaluation))
 
     def texts(rows: Path) -> list[str]:
-        return [json.loads(line)["text"] for line in rows.read_text().splitlines()]
+        ids = [json.loads(line)["input_ids"] for line in rows.read_text().splitlines()]
+        return [tokenizer.decode(row) for row in ids]
 
-    assert texts(folder.train_rows) == [e.text for e in train]
-    assert texts(folder.eval_rows) == [e.text for e in evaluation] != []
+    eos = tokenizer.eos_token
+    assert texts(folder.train_rows) == [e.text + eos for e in train]
+    assert texts(folder.eval_rows) == [e.text + eos for e in evaluation] != []

@@ -24,7 +24,7 @@ _CHILD = textwrap.dedent(
     """
     import json, resource, sys, time
     from pathlib import Path
-    variant, path, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    variant, path, work, model = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
     if variant == "baseline":
         pass
     elif variant == "check":
@@ -36,9 +36,11 @@ _CHILD = textwrap.dedent(
         spec = JobSpec(task_id="m", base_model="m", base_path=str(work), dataset=str(path),
                        dataset_format="alpaca", eval_fraction=0.1)
         folder = JobFolder(work / "job")
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(model)
     if variant == "arrow":  # the rows written beforehand: only the datasets are measured
         import datasets
-        training_rows.write_training_rows(spec, folder)
+        training_rows.write_training_rows(spec, folder, tokenizer)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     if variant == "baseline":  # the old way: the whole file, then every row as objects
@@ -48,7 +50,7 @@ _CHILD = textwrap.dedent(
     elif variant == "check":
         count = check_dataset(path).loaded.total_rows
     elif variant == "train_rows":
-        count = sum(training_rows.write_training_rows(spec, folder))
+        count = sum(training_rows.write_training_rows(spec, folder, tokenizer))
     else:
         count = sum(len(part) for part in training_rows.training_datasets(folder) if part)
     seconds = time.perf_counter() - started
@@ -58,7 +60,7 @@ _CHILD = textwrap.dedent(
 )
 VARIANTS = ("baseline", "check", "train_rows", "arrow")
 """baseline: read_bytes + json.loads of every line into a list (how files were read before);
-check: the Check button / `finetune --check` path; train_rows: the runner's data step;
+check: the Check button's reading of the rows; train_rows: the runner's data step (tokenized);
 arrow: the `datasets` the trainer gets, made from the rows the data step wrote."""
 
 
@@ -90,10 +92,13 @@ def write_alpaca_jsonl(path: Path, size: int) -> int:
     return repeats * len(rows)
 
 
-def measure(variant: str, path: Path, work: Path, timeout: float = 1800) -> Measure:
-    """Read `path` the `variant` way in a fresh interpreter (scratch files under `work`)."""
+def measure(
+    variant: str, path: Path, work: Path, timeout: float = 1800, model: Path | None = None
+) -> Measure:
+    """Read `path` the `variant` way in a fresh interpreter (scratch files under `work`); the
+    runner's variants tokenize with the tokenizer of the model folder `model`."""
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, variant, str(path), str(work)],
+        [sys.executable, "-c", _CHILD, variant, str(path), str(work), str(model or "")],
         capture_output=True,
         text=True,
         timeout=timeout,

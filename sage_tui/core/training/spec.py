@@ -148,7 +148,7 @@ def spec_problems(spec: JobSpec) -> list[str]:
             )
         elif not isinstance(value, str) or not value.strip():
             problems.append(f"placeholder {{{{{name}}}}} needs a value")
-    if not Path(spec.dataset).is_file():
+    if not Path(spec.dataset).exists():  # a file, or a folder saved by `datasets`
         problems.append(f"dataset {spec.dataset} does not exist")
     if not Path(spec.base_path).is_dir():
         problems.append(f"base model folder {spec.base_path} does not exist")

@@ -25,20 +25,18 @@ from sage_tui.core.training.spec import JobSpec
 def write_training_rows(
     spec: JobSpec,
     folder: JobFolder,
-    tokenizer: Any | None = None,
+    tokenizer: Any,
     *,
     tally: MaskTally | None = None,
 ) -> tuple[int, int]:
     """Write the job's training and evaluation rows for TRL to `folder`'s `train.jsonl` and
     `eval.jsonl`, each atomically; returns how many went to each.
 
-    With the base model's `tokenizer` (what the runner does) every example is tokenized as
-    `loss_mask.tokenize_example` does it, with the spec's masking, stripping and max length:
-    the rows are `{"input_ids": [...], "labels": [...]}`, which TRL trains on as they are, and
-    a row with no token carrying loss is left out. `tally`, when given, receives the figures
-    (tokens trained and masked, rows cut and dropped). Without a tokenizer the rows are the
-    examples' records (`{"messages": [...]}` or `{"text": ...}`), for measuring the streaming
-    pass alone. The spec's placeholder values are filled in either way.
+    Every example is tokenized with the base model's `tokenizer` as
+    `loss_mask.tokenize_example` does it, with the spec's placeholders, masking, stripping and
+    max length: the rows are `{"input_ids": [...], "labels": [...]}`, which TRL trains on as
+    they are, and a row with no token carrying loss is left out. `tally`, when given, receives
+    the figures (tokens trained and masked, rows cut and dropped).
 
     DatasetError as a dataset check gives it, for a row the chat template cannot render or
     mask (naming its line), when no training row is left, or when the file changed between
@@ -61,8 +59,6 @@ def write_training_rows(
     seen = 0
 
     def record(example: Example) -> dict[str, Any] | None:
-        if tokenizer is None:
-            return example.record()
         tokenized = tokenize_example(
             example,
             tokenizer,
