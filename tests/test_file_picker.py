@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 from textual.app import App
 from textual.widgets import Input
 
+from sage_tui.studio import EngineState
+from sage_tui.ui.app import SageApp
 from sage_tui.ui.modals.file_picker import (
     DOCS_EXTENSIONS,
     DatasetTree,
@@ -16,7 +19,11 @@ from sage_tui.ui.modals.file_picker import (
     shown_path,
     start_folder,
 )
+from sage_tui.ui.widgets.token_preview import DatasetReport
 from tests.support.waiting import until
+from tests.test_finetune_screen import fill, make_app, open_finetune
+
+__all__ = ["make_app"]  # the fixture, shared with the Finetune screen's tests
 
 UNSET = object()
 
@@ -174,3 +181,111 @@ async def test_hostile_file_names_show_as_typed(tmp_path: Path) -> None:
         await pilot.press("enter")
         await until(lambda: app.picked is not UNSET)
         assert app.picked == tmp_path / "[bold]x.jsonl"
+
+
+# -- through the Finetune form ------------------------------------------------------------------
+
+
+async def test_browse_fills_the_dataset_box_and_checks(make_app, tmp_path: Path) -> None:
+    data = tmp_path / "picked"
+    data.mkdir()
+    (data / "qa.jsonl").write_text('{"instruction": "Hi?", "output": "Hello."}\n')
+    app = make_app()
+    async with app.run_test(size=(120, 50)) as pilot:
+        await open_finetune(app, pilot)
+        fill(app, dataset=str(data / "old.jsonl"))  # not there: its folder is
+        await pilot.press("ctrl+o")
+        await until(lambda: isinstance(app.screen, FilePickerModal))
+        tree = app.screen.query_one(DatasetTree)
+        assert Path(tree.path) == data
+        await until(lambda: labels(tree) == ["qa.jsonl"])
+        await pilot.press("down", "enter")
+        await until(lambda: not isinstance(app.screen, FilePickerModal))
+        assert app.screen.query_one("#finetune-dataset", Input).value == str(data / "qa.jsonl")
+        report = app.screen.query_one(DatasetReport)
+        await until(lambda: report.pieces)
+        assert "can train: 1 rows" in report.text
+
+        await pilot.click("#finetune-browse")  # the button too; Escape leaves the box alone
+        await until(lambda: isinstance(app.screen, FilePickerModal))
+        await pilot.press("escape")
+        await until(lambda: not isinstance(app.screen, FilePickerModal))
+        assert app.screen.query_one("#finetune-dataset", Input).value == str(data / "qa.jsonl")
+
+
+def docs_folder(root: Path) -> Path:
+    docs = root / "guide"
+    docs.mkdir()
+    (docs / "index.md").write_text(
+        "# Widgetron\n\n## Presets\n\nA preset picks the batch size and the learning rate"
+        " for the hardware you have.\n\n## Jobs\n\nA job trains one adapter and writes its"
+        " checkpoints under the job folder.\n"
+    )
+    return docs
+
+
+async def pick_folder(app: SageApp, pilot, folder: Path) -> None:
+    """In the open picker: type the folder, go there, use it."""
+    await until(lambda: isinstance(app.screen, FilePickerModal))
+    assert app.screen.folders_only
+    await pilot.press("ctrl+l")
+    app.screen.query_one("#file-picker-path", Input).value = str(folder)
+    await pilot.press("enter")
+    await until(lambda: Path(app.screen.tree.path) == folder)
+    await pilot.press("ctrl+f")
+
+
+async def test_use_the_docs_writes_a_dataset_and_checks_it(make_app, tmp_path: Path) -> None:
+    docs = docs_folder(tmp_path)
+    app = make_app()
+    async with app.run_test(size=(120, 50)) as pilot:
+        await open_finetune(app, pilot)
+        await until(lambda: app.engine.state is EngineState.READY)
+        assert app.screen.query_one("#finetune-docs-model").display  # an engine is loaded
+        await pilot.click("#finetune-docs")
+        await pick_folder(app, pilot, docs)
+        box = app.screen.query_one("#finetune-dataset", Input)
+        await until(lambda: box.value.endswith("docs-guide.jsonl"))
+        written = Path(box.value)
+        assert written.parent == app.services.settings.paths.home / "datasets"
+        rows = [json.loads(line) for line in written.read_text().splitlines()]
+        assert len(rows) == 2  # templated: one row a section
+        report = app.screen.query_one(DatasetReport)
+        await until(lambda: report.pieces)
+        assert "can train: 2 rows" in report.text
+        assert any("2 rows from 2 sections" in n.message for n in app._notifications)
+
+
+async def test_use_the_docs_with_questions_from_the_model(
+    make_app, engines, tmp_path: Path
+) -> None:
+    docs = docs_folder(tmp_path)
+    engines.script.reply = "How do presets work?\nWhat does a preset choose?"
+    app = make_app()
+    async with app.run_test(size=(120, 50)) as pilot:
+        await open_finetune(app, pilot)
+        await until(lambda: app.engine.state is EngineState.READY)
+        await pilot.click("#finetune-docs-model")
+        await pilot.click("#finetune-docs")
+        await pick_folder(app, pilot, docs)
+        box = app.screen.query_one("#finetune-dataset", Input)
+        await until(lambda: box.value.endswith("docs-guide.jsonl"))
+        await until(lambda: any("the model wrote" in n.message for n in app._notifications))
+        rows = Path(box.value).read_text().splitlines()
+        assert len(rows) == 4  # two questions for each of the two sections
+        assert "How do presets work?" in rows[0]
+        assert len(engines.script.prompts) == 2  # the engine was asked once a section
+
+
+async def test_use_the_docs_on_an_empty_folder_says_why(make_app, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    app = make_app()
+    async with app.run_test(size=(120, 50)) as pilot:
+        await open_finetune(app, pilot)
+        await pilot.click("#finetune-docs")
+        await pick_folder(app, pilot, empty)
+        report = app.screen.query_one(DatasetReport)
+        await until(lambda: report.has_class("-error"))
+        assert "docs not turned into a dataset" in report.text
+        assert app.screen.query_one("#finetune-dataset", Input).value == ""
