@@ -193,7 +193,7 @@ def turns(
             raise InvalidRow(f"{where} has empty '{text_key}'")
         message: Message = {"role": role, "content": content or ""}
         for extra in ("name", "tool_call_id"):
-            if extra in turn and turn[extra] is not None:
+            if turn.get(extra) not in (None, ""):
                 if not isinstance(turn[extra], str):
                     raise InvalidRow(
                         f"{where}: '{extra}' must be a string, got {json_type(turn[extra])}"
