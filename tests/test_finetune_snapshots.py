@@ -149,3 +149,30 @@ def test_failed_job(snap_compare, services: Services, tmp_path: Path) -> None:
     ]
     app = make_app(services, jobs, {"ft-oom": losses(3)})
     assert snap_compare(app, terminal_size=SIZE, run_before=show)
+
+
+CHECKED = (
+    "2 rows of 2 usable, format alpaca\n"
+    "all 2 rows are valid (alpaca)\n"
+    "loss: 9 of 40 tokens carry loss (22%), 31 are masked\n"
+    "can train: 2 rows"
+)
+PIECES = [
+    ("<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n", False),
+    ("I am Sage, made by the [bold]team[/bold].<|im_end|>", True),
+    ("\n", False),
+]
+
+
+def test_checked_dataset(snap_compare, services: Services) -> None:
+    """The Check's report: the first row's tokens, the reply (carrying loss) highlighted."""
+
+    async def checked(pilot) -> None:
+        await show(pilot)
+        form = pilot.app.screen.query_one("#finetune-form")
+        pilot.app.screen.query_one("#finetune-dataset", Input).value = "data/identity.jsonl"
+        form.show_report(CHECKED, False, PIECES)
+        await settle(pilot.app)
+        await pilot.pause()
+
+    assert snap_compare(make_app(services, [], {}), terminal_size=SIZE, run_before=checked)

@@ -75,7 +75,6 @@ class FinetuneScreen(StudioScreen):
     MODE = "finetune"
     BINDINGS = [
         Binding("ctrl+s", "start", "Start", id="finetune.start"),
-        Binding("ctrl+o", "browse", "Browse", id="finetune.browse"),
         Binding("c", "cancel_job", "Cancel job", id="finetune.cancel"),
         Binding("r", "resume_job", "Resume", id="finetune.resume"),
         Binding("delete,d", "delete_job", "Delete", id="finetune.delete"),
@@ -164,10 +163,6 @@ class FinetuneScreen(StudioScreen):
         self.app.call_from_thread(form.show_report, report.text, report.refused, report.pieces)
 
     # -- a dataset from docs ----------------------------------------------------------------
-
-    def action_browse(self) -> None:
-        """Pick the dataset in the file picker (the form fills its box and checks it)."""
-        self.query_one(JobForm).action_browse()
 
     @on(JobForm.DocsRequested)
     def _docs_requested(self, message: JobForm.DocsRequested) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, Select
@@ -60,6 +61,8 @@ def _show_number(value: float) -> str:
 class JobForm(VerticalScroll):
     """What a new fine-tuning job needs; `build_request()` turns it into a JobRequest."""
 
+    BINDINGS = [Binding("ctrl+o", "browse", "Browse", id="finetune.browse")]
+
     @dataclass
     class CheckRequested(Message):
         """The user asked to check the dataset with the form's current settings."""
@@ -93,8 +96,8 @@ class JobForm(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Label("base model", classes="finetune-label")
         yield Select([], prompt="base model", id="finetune-base", compact=True)
-        kinds = ", ".join(SUPPORTED_EXTENSIONS)
-        yield Label(f"dataset ({kinds} or a saved folder)", classes="finetune-label")
+        kinds = " ".join(SUPPORTED_EXTENSIONS)
+        yield Label(f"dataset ({kinds}, or a folder)", classes="finetune-label")
         with Horizontal(id="finetune-dataset-row"):
             yield Input(placeholder="path/to/data.jsonl", id="finetune-dataset", compact=True)
             yield Button("Browse", id="finetune-browse", compact=True)
