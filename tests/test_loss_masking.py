@@ -204,6 +204,16 @@ def test_a_tool_row_renders_through_a_template_with_tools(tokenizer: Any) -> Non
     assert '<tool_response>\n{"sky": "sunny"}\n</tool_response>' in masked_text(qwen, tokenized)
 
 
+def test_arguments_held_as_json_text_render_as_the_object_they_hold(tokenizer: Any) -> None:
+    # OpenAI exports write `arguments` as a JSON string; templates write `arguments | tojson`.
+    qwen = with_template(tokenizer, "qwen2_5.jinja")
+    example = tool_example()
+    call = example.messages[1]["tool_calls"][0]
+    as_text = {**call, "function": {**call["function"], "arguments": '{"city": "Paris"}'}}
+    example.messages[1] = {**example.messages[1], "tool_calls": [as_text]}
+    assert tokenize_example(example, qwen).text == tokenize_example(tool_example(), qwen).text
+
+
 def test_a_template_that_is_not_prefix_stable_finds_the_earlier_replies(tokenizer: Any) -> None:
     # Qwen3 writes an empty reasoning block before the last reply only.
     qwen3 = with_template(tokenizer, "qwen3.jinja")

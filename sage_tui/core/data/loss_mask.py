@@ -21,9 +21,10 @@ Nothing heavy is imported here: the tokenizer is handed in by the caller.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sage_tui.core.data.formats import DatasetError, Example, Message
@@ -142,6 +143,7 @@ def tokenize_example(
         ids = list(tokenizer(text + eos if eos and not text.endswith(eos) else text)["input_ids"])
         return _cut(ids, list(ids), example.line, text, max_length)
     _check_tools(example, tokenizer, where)
+    example = _object_arguments(example)
     tools = example.tools or None
     full = _render(tokenizer, example.messages, tools, where)
     if train_on_prompts:
@@ -170,6 +172,34 @@ def _check_tools(example: Example, tokenizer: Any, where: str) -> None:
         f"{where}: the row has {what}, but the model's chat template does not render tools;"
         " remove such rows or choose a base model whose chat template supports tools"
     )
+
+
+def _object_arguments(example: Example) -> Example:
+    """`example` with tool-call arguments held as JSON text (as OpenAI exports them) parsed
+    into objects: chat templates write `arguments | tojson`, which would quote text twice."""
+    if not any(m.get("tool_calls") for m in example.messages or ()):
+        return example
+    messages = []
+    for message in example.messages or ():
+        calls = message.get("tool_calls")
+        if calls:
+            message = {**message, "tool_calls": [_parsed_call(call) for call in calls]}
+        messages.append(message)
+    return replace(example, messages=messages)
+
+
+def _parsed_call(call: Any) -> Any:
+    function = call.get("function") if isinstance(call, dict) else None
+    arguments = function.get("arguments") if isinstance(function, dict) else None
+    if not isinstance(arguments, str):
+        return call
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return call
+    if not isinstance(parsed, dict):
+        return call
+    return {**call, "function": {**function, "arguments": parsed}}
 
 
 def _render(
