@@ -10,6 +10,7 @@ visible, so a file called `[bold]x.jsonl` shows as typed.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -135,7 +136,7 @@ class FilePickerModal(ModalScreen[Path | None]):
         folders_only: bool = False,
     ) -> None:
         super().__init__()
-        self.start = start
+        self.start = Path(os.path.abspath(start))
         self.title_text = title
         self.extensions = tuple(extensions)
         self.folders_only = folders_only
@@ -171,6 +172,7 @@ class FilePickerModal(ModalScreen[Path | None]):
 
     def go_to(self, folder: Path) -> None:
         """Show `folder` at the root of the tree."""
+        folder = Path(os.path.abspath(folder))  # ".." folded, no disk read
         self.tree.path = folder
         self.query_one("#file-picker-path", Input).value = str(folder)
         self._problem("")
@@ -193,7 +195,7 @@ class FilePickerModal(ModalScreen[Path | None]):
 
     def action_parent(self) -> None:
         """Show the folder above the current one."""
-        folder = Path(self.tree.path).resolve()
+        folder = Path(os.path.abspath(self.tree.path))
         if folder.parent != folder:
             self.go_to(folder.parent)
 

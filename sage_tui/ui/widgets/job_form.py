@@ -9,6 +9,7 @@ for the CLI."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,15 +269,16 @@ class JobForm(VerticalScroll):
     # -- picking files ------------------------------------------------------------------------
 
     @on(Button.Pressed, "#finetune-browse")
-    def action_browse(self) -> None:
+    async def action_browse(self) -> None:
         """Pick the dataset file (or saved folder) in the file picker; it is then checked."""
         typed = self.query_one("#finetune-dataset", Input).value
+        start = await asyncio.to_thread(start_folder, typed)  # stats: off the event loop
 
         def picked(path: Path | None) -> None:
             if path is not None:
                 self.use_dataset(path)
 
-        self.app.push_screen(FilePickerModal(start_folder(typed)), picked)
+        self.app.push_screen(FilePickerModal(start), picked)
 
     @on(Button.Pressed, "#finetune-docs")
     def action_docs(self) -> None:
@@ -289,7 +291,7 @@ class JobForm(VerticalScroll):
                 self.post_message(self.DocsRequested(folder, model_questions=wanted))
 
         picker = FilePickerModal(
-            start_folder(""),
+            Path.cwd(),
             title="Pick a folder of Markdown docs (use this folder: ctrl+f)",
             extensions=DOCS_EXTENSIONS,
             folders_only=True,
