@@ -90,6 +90,16 @@ async def test_lists_folders_and_dataset_files_and_picks_one(folder: Path) -> No
         assert app.picked == folder / "data" / "train.jsonl"
 
 
+async def test_a_click_on_a_file_picks_it(folder: Path) -> None:
+    app = PickerApp(FilePickerModal(folder / "data"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        tree = app.screen.query_one(DatasetTree)
+        await loaded(tree)
+        await pilot.click(DatasetTree, offset=(8, 2))  # root, hf_saved, table.csv
+        await until(lambda: app.picked is not UNSET)
+        assert app.picked == folder / "data" / "table.csv"
+
+
 async def test_goes_to_the_parent_folder_and_picks_a_folder(folder: Path) -> None:
     app = PickerApp(FilePickerModal(folder / "data"))
     async with app.run_test(size=(100, 30)) as pilot:
