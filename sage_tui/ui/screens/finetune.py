@@ -19,6 +19,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
+from textual.worker import get_current_worker
 
 from sage_tui.core.store import ModelRecord
 from sage_tui.core.training.backend import adapter_name
@@ -159,6 +160,8 @@ class FinetuneScreen(StudioScreen):
             refused = f"dataset refused: {request.dataset}: {err}"
             self.app.call_from_thread(form.show_report, refused, True)
             return
+        if get_current_worker().is_cancelled:
+            return  # a newer Check (the settings changed meanwhile) shows its own report
         self.app.call_from_thread(form.show_fills, report.unfilled)
         self.app.call_from_thread(form.show_report, report.text, report.refused, report.pieces)
 
