@@ -17,7 +17,7 @@ from sage_tui.ui.messages import JobEnded
 from sage_tui.ui.modals.use_backend import TITLE, UseBackendModal
 from sage_tui.ui.widgets.job_form import JobForm
 from sage_tui.ui.widgets.loss_chart import LossChartPanel
-from sage_tui.ui.widgets.token_preview import LEGEND, DatasetReport
+from sage_tui.ui.widgets.token_preview import LEGEND, DatasetReport, report_text
 from tests.conftest import BUILTIN, REPO
 from tests.support.fake_engine import adapter_folder
 from tests.support.waiting import until
@@ -321,3 +321,14 @@ async def test_columns_and_masking_switches_reach_the_job(make_app, tmp_path: Pa
         spec = app.services.supervisor.get("ft-columns").spec
         assert spec.columns == columns
         assert spec.strip_special_tokens is True and spec.train_on_prompts is False
+
+
+def test_report_text_marks_the_trained_pieces_and_keeps_text_as_data() -> None:
+    pieces = [("[bold]ask\x1b[2J", False), ("reply[/]", True), ("\n", False)]
+    text = report_text("verdict", pieces, trained="reverse")
+    assert text.plain == f"verdict\nfirst row's tokens:\n{LEGEND}\n[bold]ask\u241b[2Jreply[/]\n"
+    marked = [text.plain[s.start : s.end] for s in text.spans if s.style == "reverse"]
+    assert marked == ["highlighted", "reply[/]"]
+    assert report_text("verdict", []).plain == "verdict"  # no tokens: no legend
+    long = report_text("", [("ab", True)] * 10, limit=6)
+    assert long.plain.endswith("ababab ... (7 more tokens)")
