@@ -10,7 +10,7 @@ import pytest
 from textual.app import App
 from textual.widgets import Input
 
-from sage_tui.studio import EngineState
+from sage_tui.studio import EngineState, EngineStatus
 from sage_tui.ui.app import SageApp
 from sage_tui.ui.modals.file_picker import (
     DOCS_EXTENSIONS,
@@ -293,6 +293,10 @@ async def test_use_the_docs_on_an_empty_folder_says_why(make_app, tmp_path: Path
     app = make_app()
     async with app.run_test(size=(120, 50)) as pilot:
         await open_finetune(app, pilot)
+        await until(lambda: app.engine.state is EngineState.READY)
+        app.engine = EngineStatus()  # no engine loaded: the model cannot write questions
+        await pilot.pause()
+        assert not app.screen.query_one("#finetune-docs-model").display
         await pilot.click("#finetune-docs")
         await pick_folder(app, pilot, empty)
         report = app.screen.query_one(DatasetReport)
