@@ -623,3 +623,9 @@ def test_cached_datasets_that_cannot_be_read_are_refused_in_one_line(
         resolve_dataset("owner/name")
     where = f"'owner/name' in the local Hugging Face cache ({snapshot})"
     assert str(err.value) == where + expected.format(snapshot=snapshot)
+
+
+def test_a_missing_file_is_not_taken_for_a_dataset_id() -> None:
+    with pytest.raises(DatasetError) as err:
+        resolve_dataset("data/train.jsonl")
+    assert str(err.value) == "data/train.jsonl does not exist"

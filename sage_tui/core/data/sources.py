@@ -59,8 +59,10 @@ def download_command(repo_id: str) -> str:
 
 
 def _is_repo_id(text: str) -> bool:
+    # A name ending like a dataset file (`data/train.jsonl`) is a path that is missing.
     return (
         _REPO_ID.fullmatch(text) is not None
+        and not text.lower().endswith(SUPPORTED_EXTENSIONS)
         and "--" not in text
         and ".." not in text
         and not text.endswith(".")
