@@ -119,7 +119,7 @@ async def test_check_says_what_start_will_do_with_bad_rows(
     async with app.run_test(size=(120, 50)) as pilot:
         await open_finetune(app, pilot)
         fill(app, dataset=str(data), task="ft-mixed")
-        report = app.screen.query_one("#finetune-dataset-report", Static)
+        report = app.screen.query_one("#finetune-dataset-report")
         app.screen.query_one("#finetune-check").press()
         await until(lambda: "Start refuses" in str(report.render()))
         assert "1 of 3 rows are invalid" in str(report.render())
