@@ -214,6 +214,17 @@ def _texts_and_parts(row: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
 _NEED_TEXT = "text-only rows (it trains text-only models)"
 
 
+def _multimodal(detail: str, todo: str, fix: str = "") -> RowKind:
+    return RowKind(
+        name="multimodal",
+        one="a multimodal row",
+        detail=detail,
+        need=_NEED_TEXT,
+        todo=todo,
+        fix=fix,
+    )
+
+
 def _media(row: Mapping[str, Any]) -> RowKind | None:
     """The kind a row with media files beside its text shows."""
     for key in _MEDIA_KEYS:
@@ -223,13 +234,10 @@ def _media(row: Mapping[str, Any]) -> RowKind | None:
                 held = f"{len(value)} item{'' if len(value) == 1 else 's'}"
             else:
                 held = f"a {json_type(value)}"
-            return RowKind(
-                name="multimodal",
-                one="a multimodal row",
-                detail=f"'{key}' holds {held}",
-                need=_NEED_TEXT,
-                todo=f"leave out the rows that hold {key.rstrip('s')}s",
-                fix=f"select((.{key} // []) | length == 0) | del(.{key})",
+            return _multimodal(
+                f"'{key}' holds {held}",
+                f"leave out the rows that hold {key.rstrip('s')}s",
+                f"select((.{key} // []) | length == 0) | del(.{key})",
             )
     return None
 
@@ -240,23 +248,17 @@ def _media_in_text(row: Mapping[str, Any]) -> RowKind | None:
     for part in parts:
         kind = part.get("type") if isinstance(part, dict) else None
         if isinstance(kind, str) and kind != "text":
-            return RowKind(
-                name="multimodal",
-                one="a multimodal row",
-                detail=f"a content part of type {kind!r}",
-                need=_NEED_TEXT,
-                todo="leave out the rows with content parts other than text",
+            return _multimodal(
+                f"a content part of type {kind!r}",
+                "leave out the rows with content parts other than text",
             )
     for text in texts:
         mark = _MEDIA_MARK.search(text) if "<" in text else None
         if mark:
-            return RowKind(
-                name="multimodal",
-                one="a multimodal row",
-                detail=f"the text holds the {mark.group(0)} mark of {mark.group(1)} input",
-                need=_NEED_TEXT,
-                todo=f"leave out the rows whose text holds {mark.group(0)}",
-                fix=f'select(tojson | contains("{mark.group(0)}") | not)',
+            return _multimodal(
+                f"the text holds the {mark.group(0)} mark of {mark.group(1)} input",
+                f"leave out the rows whose text holds {mark.group(0)}",
+                f'select(tojson | contains("{mark.group(0)}") | not)',
             )
     return None
 
