@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from textual.notifications import Notify
 from textual.widgets import DataTable, Static
 
@@ -163,3 +164,23 @@ async def test_unreadable_gpus_are_not_shown_as_no_gpu(services: Services) -> No
         resources = status_text(app, "resources")
         assert "GPUs unreadable: NVML failed to start: Unknown Error" in resources
         assert "no GPU" not in resources
+
+
+@pytest.mark.parametrize("when", ["loading", "ready"])
+async def test_quitting_does_not_wait_for_the_pollers(
+    provisioned_services: Services, engines, when: str
+) -> None:
+    # ctrl+q waited for every worker, the endless pollers too, when no reply was streaming.
+    engines.script.load_seconds = 2.0
+    app = SageApp(provisioned_services)
+    async with app.run_test():
+        await until(lambda: app.engine.state is EngineState.LOADING)
+        if when == "ready":
+            await until(lambda: app.engine.state is EngineState.READY)
+        quitting = asyncio.ensure_future(app.action_quit())  # what ctrl+q runs
+        done, _ = await asyncio.wait([quitting], timeout=20)
+        if not done:
+            quitting.cancel()  # lets the waiting end, so the test fails instead of hanging
+            pytest.fail(f"quitting while the engine was {when} did not end within 20 s")
+        await until(lambda: not app.is_running)
+    assert engines.script.live == 0  # the engine was stopped, its memory freed

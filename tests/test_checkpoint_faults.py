@@ -118,7 +118,7 @@ def test_kills_and_a_full_disk_during_saves_leave_a_checkpoint_to_resume_from(
     tmp_path: Path, builtin_model_dir: Path
 ) -> None:
     job = tmp_path / "faults"
-    write_spec(job, builtin_model_dir, max_steps=3, save_steps=1, batch_size=1, max_length=32)
+    write_spec(job, builtin_model_dir, max_steps=3, save_steps=1, batch_size=1, max_length=64)
     folder = JobFolder(job)
     checkpoints = job / "checkpoints"
 

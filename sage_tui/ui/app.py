@@ -270,7 +270,8 @@ class SageApp(App[None]):
         replies = [w for w in self.workers if w.group == "chat-reply" and not w.is_finished]
         for worker in replies:
             worker.cancel()
-        await self.workers.wait_for_complete(replies)
+        if replies:  # an empty list would wait for every worker, the pollers that never end too
+            await self.workers.wait_for_complete(replies)
         self.model_status = "stopping the engine"
         await self.studio.shutdown()
         self.exit()
