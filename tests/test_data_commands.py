@@ -10,6 +10,7 @@ import pytest
 
 from sage_tui.cli import main
 from sage_tui.core.data import load_dataset_file
+from sage_tui.core.data.docs import doc_sections, topic_words
 from sage_tui.services import Services
 from sage_tui.studio import Studio
 from sage_tui.studio.jobs import JobRequest
@@ -142,7 +143,7 @@ def test_from_docs_writes_a_dataset_that_checks(capsys, settings, tmp_path) -> N
 async def test_the_model_writes_the_questions(
     provisioned_services: Services, engines, tmp_path
 ) -> None:
-    engines.script.reply = "1. How do I pick a preset?\n2. Which preset suits a CPU?\nThanks"
+    engines.script.reply = "1. How do I import a model?\n2) Which model is built in?\nWhy?\nThanks"
     studio = Studio(provisioned_services)
     await studio.engine.start()
     try:
@@ -152,9 +153,15 @@ async def test_the_model_writes_the_questions(
     finally:
         await studio.shutdown()
     rows = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
-    questions = {row["messages"][0]["content"] for row in rows}
-    assert questions == {"How do I pick a preset?", "Which preset suits a CPU?"}
-    assert result.model_questions == result.rows == 2 * result.sections
+    # A question counts only when it names its section ("model" here): the others keep the
+    # templated question, and "Why?" is no question for any of them.
+    about_models = [s for s in doc_sections(DOCS) if "model" in topic_words(" ".join(s.heading))]
+    assert about_models and len(about_models) < result.sections
+    asked = [row["messages"][0]["content"] for row in rows]
+    assert asked.count("How do I import a model?") == len(about_models)
+    assert asked.count("Which model is built in?") == len(about_models)
+    assert result.model_questions == 2 * len(about_models)
+    assert result.rows == result.sections + len(about_models)
     assert "the model wrote" in result.note
     # The model saw each section's text.
     assert len(engines.script.prompts) == result.sections

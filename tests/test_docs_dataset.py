@@ -103,3 +103,20 @@ def test_shipped_facts_file_is_short_direct_chat() -> None:
     answers = [json.dumps(e.messages) for e in loaded.examples]
     assert any("Orla" in a and "lighthouse keeper" in a for a in answers)
     assert all(len(e.messages[-1]["content"]) < 80 for e in loaded.examples)
+
+
+def test_questions_a_model_wrote_are_kept_only_when_they_name_their_section() -> None:
+    from sage_tui.core.data.docs import questions_in
+
+    reply = (
+        "Question 1: What is the Finetune screen?\n"
+        "Question 2: What is the finetune screen?\n"  # the same, once
+        'A: "How do presets work?"\n'
+        "1) How does that help?\n"  # names nothing of its section
+        "Sure, here you are.\n"
+    )
+    assert questions_in(reply, about="The studio screens F1 Finetune Preset") == [
+        "What is the Finetune screen?",
+        "How do presets work?",
+    ]
+    assert questions_in(reply, limit=5)[-1] == "How does that help?"  # no section: all kept

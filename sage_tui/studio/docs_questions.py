@@ -48,7 +48,7 @@ def question_prompt(section: DocSection) -> list[Message]:
 async def _model_questions(ask: Ask, section: DocSection) -> list[str]:
     reply = await ask(question_prompt(section), QUESTION_SAMPLING)
     text = await reply.text()  # type: ignore[attr-defined]
-    return questions_in(text, limit=QUESTIONS_PER_SECTION)
+    return questions_in(text, about=" ".join(section.heading), limit=QUESTIONS_PER_SECTION)
 
 
 async def write_docs_dataset(

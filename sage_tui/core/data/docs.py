@@ -206,16 +206,35 @@ def docs_to_examples(
     return [section.example() for section in doc_sections(folder, product=product)]
 
 
-_LISTED = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|Q\d*[:.])?\s*")
+_LISTED = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|(?:Q|Question)\s*\d*\s*[:.)]|[A-Z][:)])?\s*")
+_WORD = re.compile(r"[a-z0-9][a-z0-9_+-]{3,}")
+_COMMON = frozenset(
+    "what does about with from that this your have into when which there their should would"
+    " could they them then than will documentation under".split()
+)
 
 
-def questions_in(reply: str, *, limit: int = 5) -> list[str]:
-    """The questions a model wrote, one a line ("1. How do I ...?"): list marks removed,
-    only lines ending in a question mark, each once, at most `limit`."""
+def topic_words(text: str) -> set[str]:
+    """The words of four or more letters that say what `text` is about (common ones out), a
+    plural's final s dropped ("presets" and "preset" are one word)."""
+    words = (word for word in _WORD.findall(text.lower()) if word not in _COMMON)
+    return {word[:-1] if len(word) > 4 and word.endswith("s") else word for word in words}
+
+
+def questions_in(reply: str, *, about: str = "", limit: int = 5) -> list[str]:
+    """The questions a model wrote, one a line ("1. How do I ...?"): list marks and quotes
+    removed, only lines ending in a question mark, each once, at most `limit`. With `about`
+    (a section's headings), only questions naming one of its words: a small model also writes
+    "How does that help?", which teaches nothing."""
+    topic = topic_words(about)
     found: list[str] = []
     for line in reply.splitlines():
         question = _LISTED.sub("", line, count=1).strip().strip('"').strip()
-        if 8 <= len(question) <= 300 and question.endswith("?") and question not in found:
+        if not (8 <= len(question) <= 300 and question.endswith("?")):
+            continue
+        if topic and not topic_words(question) & topic:
+            continue
+        if question.casefold() not in {seen.casefold() for seen in found}:
             found.append(question)
     return found[:limit]
 
