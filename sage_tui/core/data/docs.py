@@ -209,8 +209,32 @@ def docs_to_examples(
 _LISTED = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|(?:Q|Question)\s*\d*\s*[:.)]|[A-Z][:)])?\s*")
 _WORD = re.compile(r"[a-z0-9][a-z0-9_+-]{3,}")
 _COMMON = frozenset(
-    "what does about with from that this your have into when which there their should would"
-    " could they them then than will documentation under".split()
+    [
+        "what",
+        "does",
+        "about",
+        "with",
+        "from",
+        "that",
+        "this",
+        "your",
+        "have",
+        "into",
+        "when",
+        "which",
+        "there",
+        "their",
+        "should",
+        "would",
+        "could",
+        "they",
+        "them",
+        "then",
+        "than",
+        "will",
+        "documentation",
+        "under",
+    ]
 )
 
 
