@@ -140,18 +140,21 @@ def test_from_docs_writes_a_dataset_that_checks(capsys, settings, tmp_path) -> N
     assert loaded.usable >= 10 and f"{loaded.usable} rows" in err
 
 
+async def docs_with_questions(services: Services, output: Path):
+    """The sample docs written as a dataset, the (scripted) engine writing the questions."""
+    studio = Studio(services)
+    await studio.engine.start()
+    try:
+        return await studio.data.from_docs(DOCS, output=output, model_questions=True)
+    finally:
+        await studio.shutdown()
+
+
 async def test_the_model_writes_the_questions(
     provisioned_services: Services, engines, tmp_path
 ) -> None:
     engines.script.reply = "1. How do I import a model?\n2) Which model is built in?\nWhy?\nThanks"
-    studio = Studio(provisioned_services)
-    await studio.engine.start()
-    try:
-        result = await studio.data.from_docs(
-            DOCS, output=tmp_path / "q.jsonl", model_questions=True
-        )
-    finally:
-        await studio.shutdown()
+    result = await docs_with_questions(provisioned_services, tmp_path / "q.jsonl")
     rows = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
     # A question counts only when it names its section ("model" here): the others keep the
     # templated question, and "Why?" is no question for any of them.
@@ -171,14 +174,7 @@ async def test_an_engine_failure_falls_back_to_templated_questions(
     provisioned_services: Services, engines, tmp_path
 ) -> None:
     engines.script.die_after_tokens = 1
-    studio = Studio(provisioned_services)
-    await studio.engine.start()
-    try:
-        result = await studio.data.from_docs(
-            DOCS, output=tmp_path / "q.jsonl", model_questions=True
-        )
-    finally:
-        await studio.shutdown()
+    result = await docs_with_questions(provisioned_services, tmp_path / "q.jsonl")
     assert result.rows == result.sections and "the rest are templated" in result.note
 
 
