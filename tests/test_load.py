@@ -5,6 +5,7 @@ a fresh process (memory measured in a process that does nothing else) and checks
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +22,16 @@ ENGINE_GROWTH_MIB = 80.0
 
 def test_eight_replies_at_once_while_a_job_trains_keep_memory_flat(builtin_model_dir: Path) -> None:
     bench = [sys.executable, str(REPO / "bench" / "load.py"), "--model", str(builtin_model_dir)]
+    # glibc gives each new thread its own malloc arena: an executor thread started late (a
+    # busy machine) showed as a one-off 45 MiB step in the last quarter, not a leak. Two arenas
+    # keep the figure about the studio's own objects.
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
     done = subprocess.run(
         [*bench, "--seconds", str(SECONDS), "--baseline", "5"],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout[done.stdout.index("{") :])
