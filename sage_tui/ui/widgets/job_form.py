@@ -98,7 +98,7 @@ class JobForm(VerticalScroll):
         yield Label("base model", classes="finetune-label")
         yield Select([], prompt="base model", id="finetune-base", compact=True)
         kinds = " ".join(SUPPORTED_EXTENSIONS)
-        yield Label(f"dataset ({kinds}, or a folder)", classes="finetune-label")
+        yield Label(f"dataset ({kinds}, or a folder)", classes="finetune-label", markup=False)
         with Horizontal(id="finetune-dataset-row"):
             yield Input(placeholder="path/to/data.jsonl", id="finetune-dataset", compact=True)
             yield Button("Browse", id="finetune-browse", compact=True)
