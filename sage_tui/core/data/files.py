@@ -5,7 +5,7 @@
 columns (`messages`, `conversations`, `history`) hold JSON; an unnamed column (the index
 `df.to_csv()` writes) is left out. Any of them may start with a UTF-8 byte-order mark and end
 its lines with CRLF or a bare CR. Line numbers are found without a second parser, so an error
-can point at the row in the user's own file.
+can point at the row in the user's own file. CSV records are read by `csv_rows`.
 
 Parquet files and folders saved by Hugging Face `datasets` have no lines: they are read by
 `arrow_rows`, and their rows are numbered instead (`RowFile.unit` is "row").
@@ -19,9 +19,6 @@ standard library parses a `.json` document only whole, so a `.json` file is read
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import json
 import os
 import re
@@ -29,45 +26,24 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from sage_tui.core.data.formats import DatasetError, json_type, marked_format
+from sage_tui.core.data.csv_rows import csv_rows
+from sage_tui.core.data.formats import json_type, marked_format
 from sage_tui.core.data.lines import (
-    MAX_ROW_CHARS,
     numbered_lines,
     open_regular,
     refuse_utf16,
     text_of,
     too_long,
 )
+from sage_tui.core.data.rows import Row, fail, loads
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".jsonl", ".json", ".csv", ".parquet")
 """Dataset files read; a folder saved by `datasets` (or of Parquet shards) is read too."""
 
 MAX_JSON_BYTES = 256 * 1024 * 1024
 """The largest `.json` file read: it is parsed whole, which costs several times its size."""
-
-# CSV cells are strings; these columns hold lists, written as JSON inside the cell.
-_JSON_COLUMNS = ("messages", "conversations", "history")
-
-
-@dataclass(frozen=True)
-class Row:
-    """One row of a dataset file as read, before it is converted."""
-
-    line: int  # 1-based line where the row starts (the row's number when `unit` is "row")
-    index: int  # 0-based position among the file's rows
-    value: Any
-    error: str | None = None  # set when the row could not even be parsed
-
-
-# CSV header cells that name no column: an index written by pandas (`df.to_csv()` leaves its
-# header cell empty; reading that back and saving again names it `Unnamed: 0`).
-_UNNAMED = re.compile(r"\s*(Unnamed: \d+)?\s*")
-
-
-def _fail(source: str, what: str) -> DatasetError:
-    return DatasetError(f"{source}: {what}")
 
 
 def _mib(size: int) -> str:
@@ -76,14 +52,6 @@ def _mib(size: int) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # JSON lines
-
-
-def _loads(text: str) -> Any:
-    """json.loads, with nesting too deep for the parser as a JSONDecodeError."""
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
 
 def _jsonl_rows(lines: Iterable[tuple[int, str | None]]) -> Iterator[Row]:
@@ -97,7 +65,7 @@ def _jsonl_rows(lines: Iterable[tuple[int, str | None]]) -> Iterator[Row]:
         if not stripped:
             continue
         try:
-            value = _loads(stripped)
+            value = loads(stripped)
         except json.JSONDecodeError as err:
             where = ""
             if err.msg != "nested too deeply":
@@ -182,7 +150,7 @@ def _decode(source: str, data: bytes) -> str:
         line = data.count(b"\n", 0, err.start) + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
         byte = data[err.start]
-        raise _fail(
+        raise fail(
             source,
             f"line {line} is not valid UTF-8 (byte 0x{byte:02x} at column {column});"
             " save the file as UTF-8",
@@ -198,14 +166,14 @@ def _read_json(source: str, text: str) -> tuple[list[Row], bool]:
     if not text.strip():
         return [], True
     try:
-        document = _loads(text)
+        document = loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data" and text.lstrip().startswith("{"):
             # JSON lines saved as .json: common enough to just read them.
             return list(_jsonl_rows(_split_lines(text))), False
         if err.msg == "nested too deeply":
-            raise _fail(source, "not valid JSON: nested too deeply for the parser") from None
-        raise _fail(
+            raise fail(source, "not valid JSON: nested too deeply for the parser") from None
+        raise fail(
             source, f"not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
         ) from None
     if isinstance(document, dict) and marked_format(document) is not None:
@@ -216,14 +184,14 @@ def _read_json(source: str, text: str) -> tuple[list[Row], bool]:
     elif isinstance(document, dict):
         lists = [key for key, value in document.items() if isinstance(value, list)]
         if len(lists) != 1:
-            raise _fail(
+            raise fail(
                 source,
                 "expected a JSON array of rows or an object with one list field such as"
                 f' {{"data": [...]}} (list fields found: {", ".join(lists) or "none"})',
             )
         items, start = document[lists[0]], _member_start(text, lists[0])
     else:
-        raise _fail(source, f"expected a JSON array of rows, got {json_type(document)}")
+        raise fail(source, f"expected a JSON array of rows, got {json_type(document)}")
     lines = _lines_of(text, _array_starts(text, start))
     return [
         Row(line, i, value) for i, (line, value) in enumerate(zip(lines, items, strict=True))
@@ -233,89 +201,13 @@ def _read_json(source: str, text: str) -> tuple[list[Row], bool]:
 def _json_document(source: str, binary: IO[bytes]) -> tuple[list[Row], bool]:
     size = os.fstat(binary.fileno()).st_size
     if size > MAX_JSON_BYTES:
-        raise _fail(
+        raise fail(
             source,
             f"a .json file is read whole, up to {_mib(MAX_JSON_BYTES)}, and this one holds"
             f" {_mib(size)}; save it as JSON lines (.jsonl, one row a line, read row by row),"
             " for instance with: jq -c '.[]' FILE.json > FILE.jsonl",
         )
     return _read_json(source, _decode(source, binary.read()))
-
-
-# ---------------------------------------------------------------------------------------------
-# CSV
-
-
-class _CsvLines:
-    """The lines fed to the csv reader, remembering the number of the first one read since
-    `mark()`: where the record being read starts (a quoted cell may span lines)."""
-
-    def __init__(self, source: str, lines: Iterable[tuple[int, str | None]]) -> None:
-        self._source = source
-        self._lines = iter(lines)
-        self.number = 0  # the last line read
-        self.first = 0
-
-    def mark(self) -> None:
-        self.first = 0
-
-    def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        number, line = next(self._lines)
-        self.number = number
-        if not self.first:
-            self.first = number
-        if line is None:
-            # A CSV record may span lines, so there is no telling where the next one starts.
-            raise _fail(self._source, f"line {number}: {too_long()}")
-        return line
-
-
-def _cell(key: str, cell: str) -> Any:
-    if key in _JSON_COLUMNS and cell.lstrip().startswith("["):
-        # Left a string when broken: validation then says "must be a list".
-        with contextlib.suppress(json.JSONDecodeError):
-            return _loads(cell)
-    return cell
-
-
-def _csv_rows(source: str, stream: io.TextIOWrapper) -> Iterator[Row]:
-    # The limit is process-wide; it is only ever raised, to the cap on one row.
-    if csv.field_size_limit() < MAX_ROW_CHARS:
-        csv.field_size_limit(MAX_ROW_CHARS)
-    lines = _CsvLines(source, numbered_lines(source, stream))
-    reader = csv.reader(lines)
-    try:
-        header = next(reader, None)
-        if header is None:
-            return
-        named = [(i, name) for i, name in enumerate(header) if not _UNNAMED.fullmatch(name)]
-        if not named:
-            raise _fail(
-                source,
-                f"line {lines.first}: the header row names no columns (the first line of"
-                " a .csv names them, for instance instruction,output)",
-            )
-        index = 0
-        while True:
-            lines.mark()
-            cells = next(reader, None)
-            if cells is None:
-                return
-            if not cells:  # a blank line
-                continue
-            # Cells past the header's are dropped; a short row lacks the last keys.
-            value = {name: _cell(name, cells[i]) for i, name in named if i < len(cells)}
-            yield Row(lines.first, index, value)
-            index += 1
-    except csv.Error as err:
-        if "field larger than field limit" in str(err):
-            reason = f"a cell is {too_long()}"
-        else:
-            reason = f"not valid CSV ({err})"
-        raise _fail(source, f"line {lines.number}: {reason}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,7 +243,7 @@ class RowFile:
         # breaks as they are. JSON strings hold no raw CR or LF, so no row is split.
         with open_regular(self.path) as binary, text_of(binary, "") as text:
             if is_csv:
-                yield from _csv_rows(source, text)
+                yield from csv_rows(source, text)
             else:
                 yield from _jsonl_rows(numbered_lines(source, text))
 
@@ -382,7 +274,7 @@ def open_rows(path: Path) -> RowFile:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
         shown = f"'{path.suffix}'" if path.suffix else "no extension"
-        raise _fail(
+        raise fail(
             source,
             f"unsupported file type {shown} (supported: {', '.join(SUPPORTED_EXTENSIONS)},"
             " or a folder saved by datasets)",
