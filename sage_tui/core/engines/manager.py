@@ -33,11 +33,12 @@ from sage_tui.core.engines.base import (
     Sampling,
 )
 from sage_tui.core.engines.context import fit_context
+from sage_tui.core.engines.engine_setup import check_folder, planned_config
 from sage_tui.core.engines.kinds import default_engine_factory, resolve_engine_kind
 from sage_tui.core.engines.memory_return import wait_for_memory_return
-from sage_tui.core.engines.plan import Hardware, ModelShape, plan_engine
+from sage_tui.core.engines.plan import Hardware, ModelShape
 from sage_tui.core.engines.reply import Reply, ReplyStats
-from sage_tui.core.models.registry import ModelRegistry, remote_code_allowed
+from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.runtime_tuning import engine_starting
 from sage_tui.core.store import ModelRecord
 from sage_tui.errors import ModelError, SageError, describe_error
@@ -161,7 +162,7 @@ class EngineManager:
 
     async def _ensure_base(self, base: ModelRecord, wanted: ModelRecord) -> bool:
         """Have an engine for `base` able to serve `wanted`; True if one was (re)built."""
-        _check_folder(base)
+        check_folder(base)
         rank = self._adapters.adapter(wanted).rank if wanted.kind == "adapter" else 0
         running = self._engine
         if (
@@ -196,30 +197,19 @@ class EngineManager:
         return True
 
     async def _start_engine(self, base: ModelRecord, min_rank: int) -> None:
-        _check_folder(base)
+        check_folder(base)
         adapters_rank = max(
             [min_rank]
             + [int(a.config.get("rank", 0)) for a in self.registry.adapters_of(base.name)]
         )
         hardware = await asyncio.to_thread(self._hardware)
         shape = await asyncio.to_thread(ModelShape.from_folder, Path(base.path))
-        plan = plan_engine(
-            shape, hardware, max_adapter_rank=adapters_rank, max_model_len=self._max_model_len
-        )
-        config = EngineConfig(
-            model_name=base.name,
-            model_path=base.path,
-            max_model_len=plan.max_model_len,
-            max_lora_rank=plan.max_lora_rank,
-            max_loras=plan.max_loras,
-            tensor_parallel_size=plan.tensor_parallel_size,
-            gpu_memory_utilization=plan.gpu_memory_utilization,
-            cpu_kv_cache_gib=plan.cpu_kv_cache_gib,
-            gpu_indices=plan.gpu_indices,
-            cuda_visible_devices=hardware.child_value(plan.gpu_indices),
-            # Only a base model the user registered with --trust-remote-code; an adapter is
-            # served on its base, so it follows the base model's record.
-            trust_remote_code=remote_code_allowed(base),
+        plan, config = planned_config(
+            base,
+            shape,
+            hardware,
+            adapters_rank=adapters_rank,
+            max_model_len=self._max_model_len,
         )
         self.on_status(f"loading {base.name} ({self.engine_kind}, {plan.device})")
         engine = self._factory(self.engine_kind, config)
@@ -396,11 +386,3 @@ class EngineManager:
         engine = self._replies.get(request_id)
         if engine is not None:
             await engine.abort(request_id)
-
-
-def _check_folder(record: ModelRecord) -> None:
-    if not Path(record.path).is_dir():
-        raise ModelError(
-            f"the folder of {record.name} ({record.path}) no longer exists:"
-            " re-import it or remove it on the Models screen"
-        )
