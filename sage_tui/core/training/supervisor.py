@@ -38,7 +38,7 @@ from sage_tui.core.training.events import Event, read_events
 from sage_tui.core.training.following import JobFollowers
 from sage_tui.core.training.job_folder import LOG_FILE, JobFolder
 from sage_tui.core.training.job_rows import UNTRUSTED, JobError, JobRows, settle_in
-from sage_tui.core.training.jobs import RESUMABLE, Job, JobStatus, outcome, stored_gpus
+from sage_tui.core.training.jobs import RESUMABLE, Job, JobStatus, outcome
 from sage_tui.core.training.placement import Device, PlacementError, describe, place
 from sage_tui.core.training.processes import (
     HostDevices,
@@ -46,9 +46,10 @@ from sage_tui.core.training.processes import (
     signal_group,
     start_keeper,
 )
+from sage_tui.core.training.queue_start import next_start
 from sage_tui.core.training.runners import RunnerCommand, Runners
 from sage_tui.core.training.spec import JobSpec
-from sage_tui.paths import TASK_ID, Paths
+from sage_tui.paths import Paths
 
 __all__ = ["Job", "JobError", "JobStatus", "Supervisor"]
 
@@ -313,37 +314,13 @@ class Supervisor:
         touched: list[str] = []
         while True:
             # One start per transaction, so a failure can only roll back its own start.
-            spawned = False
             with self.store.transaction() as db:
-                held = [
-                    stored_gpus(row["gpus"]) or ()
-                    for row in db.execute("SELECT gpus FROM jobs WHERE status = 'running'")
-                ]
-                queued = db.execute(
-                    "SELECT id, spec FROM jobs WHERE status = 'queued'"
-                    " ORDER BY created_at ASC, rowid ASC"
-                ).fetchall()
-                for row in queued:
-                    task_id = row["id"]
-                    if (problem := TASK_ID.problem(task_id)) is not None:
-                        settle_in(db, task_id, "failed", f"cannot start: {problem}")
-                        touched.append(task_id)
-                        continue
-                    pinned = json.loads(row["spec"]).get("gpus") or []
-                    try:
-                        gpus = place(pinned, devices, held, self.jobs_per_device)
-                    except PlacementError as err:
-                        settle_in(db, task_id, "failed", str(err))
-                        touched.append(task_id)
-                        continue
-                    if gpus is None:
-                        continue
-                    self._spawn(db, task_id, gpus)
-                    touched.append(task_id)
-                    spawned = True
-                    break
-            if not spawned:
-                return touched
+                failed, start = next_start(db, devices, self.jobs_per_device)
+                touched += failed
+                if start is None:
+                    return touched
+                self._spawn(db, *start)
+                touched.append(start[0])
 
     def _spawn(self, db: sqlite3.Connection, task_id: str, gpus: tuple[int, ...]) -> None:
         """Start the runner for a queued job on `gpus` and record it as running.

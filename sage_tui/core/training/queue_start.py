@@ -1,0 +1,48 @@
+"""Which queued job starts next, decided inside the supervisor's transaction.
+
+Oldest first, wherever there is room: a job that has to wait does not hold back a later one
+that fits elsewhere, and a job that can never start here (a tampered id, GPUs this machine
+lacks) is failed with the reason rather than left queued.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from sage_tui.core.training.job_rows import settle_in
+from sage_tui.core.training.jobs import stored_gpus
+from sage_tui.core.training.placement import Device, PlacementError, place
+from sage_tui.paths import TASK_ID
+
+
+def next_start(
+    db: sqlite3.Connection, devices: Sequence[Device], jobs_per_device: int
+) -> tuple[list[str], tuple[str, tuple[int, ...]] | None]:
+    """The queued jobs failed because they can never start, and the first job that fits now
+    with the GPUs it takes (None: every other queued job waits)."""
+    held = [
+        stored_gpus(row["gpus"]) or ()
+        for row in db.execute("SELECT gpus FROM jobs WHERE status = 'running'")
+    ]
+    queued = db.execute(
+        "SELECT id, spec FROM jobs WHERE status = 'queued' ORDER BY created_at ASC, rowid ASC"
+    ).fetchall()
+    failed: list[str] = []
+    for row in queued:
+        task_id = row["id"]
+        if (problem := TASK_ID.problem(task_id)) is not None:
+            settle_in(db, task_id, "failed", f"cannot start: {problem}")
+            failed.append(task_id)
+            continue
+        pinned = json.loads(row["spec"]).get("gpus") or []
+        try:
+            gpus = place(pinned, devices, held, jobs_per_device)
+        except PlacementError as err:
+            settle_in(db, task_id, "failed", str(err))
+            failed.append(task_id)
+            continue
+        if gpus is not None:
+            return failed, (task_id, gpus)
+    return failed, None
