@@ -20,6 +20,7 @@ from sage_tui.core.data import DatasetError, LoadedDataset, load_dataset_file
 from sage_tui.core.data.placeholders import is_placeholder_warning
 from sage_tui.core.models.registry import remote_code_allowed
 from sage_tui.errors import SageError, describe_error
+from sage_tui.studio.docs_questions import DocsResult, write_docs_dataset
 
 if TYPE_CHECKING:
     from sage_tui.core.data.preview import Preview
@@ -264,27 +265,14 @@ class DataDesk:
         section; a section it writes none for keeps the templated question, and if the engine
         fails every remaining section does.
         """
-        from sage_tui.studio.docs_questions import write_docs_dataset
-
         folder = Path(folder).expanduser()
         target = Path(output).expanduser() if output else self.docs_output(folder)
-        if model_questions and self.engine is None:
-            raise SageError("no engine to write questions with")
-        ask = self.engine.reply if model_questions and self.engine else None
+        ask = None
+        if model_questions:
+            if self.engine is None:
+                raise SageError("no engine to write questions with")
+            ask = self.engine.reply
         return await write_docs_dataset(folder, target, ask, progress or (lambda line: None))
-
-
-@dataclass(frozen=True)
-class DocsResult:
-    """A dataset written from docs."""
-
-    path: Path
-    rows: int
-    sections: int
-    model_questions: int
-    """Rows whose question the model wrote."""
-    note: str
-    """One line for the user: what was written, and any fallback."""
 
 
 __all__ = [

@@ -9,24 +9,37 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sage_tui.core.data import Example, write_jsonl
 from sage_tui.core.data.docs import DocSection, doc_sections, questions_in
 from sage_tui.core.engines.base import Message, Sampling
+from sage_tui.core.engines.reply import Reply
 from sage_tui.core.private_files import private_dirs
 from sage_tui.errors import describe_error
-
-if TYPE_CHECKING:
-    from sage_tui.studio.datasets import DocsResult
 
 QUESTIONS_PER_SECTION = 3
 SECTION_CHARS = 1500
 """Section text shown to the model: small models have small contexts."""
 QUESTION_SAMPLING = Sampling(temperature=0.7, top_p=0.95, max_tokens=160)
 
-Ask = Callable[[Sequence[Message], Sampling], Awaitable[object]]
+
+@dataclass(frozen=True)
+class DocsResult:
+    """A dataset written from docs."""
+
+    path: Path
+    rows: int
+    sections: int
+    model_questions: int
+    """Rows whose question the model wrote."""
+    note: str
+    """One line for the user: what was written, and any fallback."""
+
+
+Ask = Callable[[Sequence[Message], Sampling], Awaitable[Reply]]
+"""The engine desk's `reply`."""
 
 
 def question_prompt(section: DocSection) -> list[Message]:
@@ -47,7 +60,7 @@ def question_prompt(section: DocSection) -> list[Message]:
 
 async def _model_questions(ask: Ask, section: DocSection) -> list[str]:
     reply = await ask(question_prompt(section), QUESTION_SAMPLING)
-    text = await reply.text()  # type: ignore[attr-defined]
+    text = await reply.text()
     return questions_in(text, about=" ".join(section.heading), limit=QUESTIONS_PER_SECTION)
 
 
@@ -59,8 +72,6 @@ async def write_docs_dataset(
     `ask` (the engine's reply) writes the questions; None: the templated ones. An engine
     failure falls back to templated questions for the sections left, said in the note.
     """
-    from sage_tui.studio.datasets import DocsResult
-
     sections = await asyncio.to_thread(doc_sections, folder)
     examples: list[Example] = []
     written = 0
