@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from sage_tui import __version__
+from sage_tui.cli import arena as cli_arena
 from sage_tui.cli import data as cli_data
 from sage_tui.cli import training as cli_training
 from sage_tui.cli.output import AnswerWriter, show
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--stats", action="store_true", help="print time to first token, tokens/s")
     cli_training.add_commands(commands)
     cli_data.add_commands(commands)
+    cli_arena.add_commands(commands)
     return parser
 
 
@@ -82,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_training.run(settings, args)
         if args.command == "data":
             return cli_data.run(settings, args)
+        if args.command == "arena":
+            return cli_arena.run(settings, args)
         return _run_app(settings)
     except SageError as err:
         show(f"sage-tui: error: {err}", file=sys.stderr)

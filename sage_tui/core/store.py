@@ -92,6 +92,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN progress TEXT;
     """,
+    # 3 -> 4: blind A/B votes between two models of one base (the arena's leaderboard).
+    """
+    CREATE TABLE votes (
+        id          INTEGER PRIMARY KEY,
+        base_model  TEXT NOT NULL,
+        prompt      TEXT NOT NULL,
+        model_a     TEXT NOT NULL,
+        model_b     TEXT NOT NULL,
+        reply_a     TEXT NOT NULL,
+        reply_b     TEXT NOT NULL,
+        verdict     TEXT NOT NULL CHECK (verdict IN ('a', 'b', 'tie', 'both_bad')),
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX votes_by_base ON votes (base_model);
+    """,
 )
 
 ACTIVE_MODEL_KEY = "active_model"

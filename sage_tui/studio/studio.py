@@ -15,6 +15,7 @@ from sage_tui.core.engines.manager import SwitchResult
 from sage_tui.core.models.builtin import Progress
 from sage_tui.core.store import ConversationStore, ModelRecord
 from sage_tui.services import Services
+from sage_tui.studio.arena import ArenaDesk
 from sage_tui.studio.datasets import DataDesk
 from sage_tui.studio.engine import EngineDesk
 from sage_tui.studio.jobs import JobDesk
@@ -31,6 +32,7 @@ class Studio:
         self.engine = EngineDesk(services.engines, self.observers)
         self.data = DataDesk(services, self.engine)
         self.jobs = JobDesk(services, self.observers, self.data)
+        self.arena = ArenaDesk(services)
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Receive every studio event; returns the function that stops it."""
