@@ -8,6 +8,7 @@ import io
 import json
 import math
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from sage_tui.core.arena import (
     leaderboard,
     wilson_interval,
 )
-from sage_tui.core.store import ModelRecord
+from sage_tui.core.store import MIGRATIONS, ModelRecord, Store
 from sage_tui.errors import ModelError, SageError
 from sage_tui.services import Services
 from sage_tui.studio import Studio
@@ -145,6 +146,27 @@ def test_user_text_round_trips_unchanged(arena: ArenaDesk) -> None:
     (back,) = arena.votes.all()
     assert back == saved
     assert (back.prompt, back.reply_a, back.reply_b) == (HOSTILE, "[INST] ok", "\x1b[31mred")
+
+
+def test_a_database_from_before_votes_gains_the_table_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db"
+    old = Store(path, migrations=MIGRATIONS[:3])
+    old.upsert_model(ModelRecord(BASE, "base", "builtin", "/m"))
+    old.close()
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.get_model(BASE) is not None
+    saved = VoteStore(store).add(vote(TUNED, BASE, "both_bad"))
+    assert VoteStore(store).all(BASE) == [saved]
+    # The table itself refuses a verdict the code would never write.
+    with pytest.raises(sqlite3.IntegrityError), store.transaction() as db:
+        db.execute(
+            "INSERT INTO votes (base_model, prompt, model_a, model_b, reply_a, reply_b,"
+            " verdict, created_at) VALUES ('b', 'p', 'x', 'y', 'r', 's', 'maybe', 1.0)"
+        )
+    assert len(VoteStore(store).all()) == 1
 
 
 # -- the leaderboard ----------------------------------------------------------------------------
