@@ -77,6 +77,7 @@ async def run(args) -> dict:
             services.close()
     quarter = max(1, len(load.samples) // 4)
     studio_growth, engine_growth = load.growth_mib()
+    studio_steady, engine_steady = load.steady_growth_mib()
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "job_status_after": status,
@@ -94,6 +95,8 @@ async def run(args) -> dict:
         ],
         "studio_growth_mib": round(studio_growth, 1),
         "engine_growth_mib": round(engine_growth, 1),
+        "studio_steady_growth_mib": round(studio_steady, 1),
+        "engine_steady_growth_mib": round(engine_steady, 1),
     }
 
 

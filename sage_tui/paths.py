@@ -107,6 +107,12 @@ class Paths:
         """Held by the running queue keeper, so that one is enough."""
         return self.home / "queue.lock"
 
+    @property
+    def outputs_prefix(self) -> str:
+        """`finetune_outputs` as a string ending in a separator: a checked task id appended
+        to it is `job_dir(task_id)` without building a Path."""
+        return f"{self.finetune_outputs}{os.sep}"
+
     def model_dir(self, name: str) -> Path:
         """Folder of the provisioned model `name`; UnsafeNameError unless it is a model name."""
         return self.models / MODEL_NAME.check(name)

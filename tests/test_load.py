@@ -15,7 +15,9 @@ import pytest
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 SECONDS = 45
-# Allowed growth of resident memory between the second and the last quarter of the run.
+# Allowed steady growth of resident memory over the last half of the run (see
+# `LoadRun.steady_growth_mib`: a 45 s run is too short to tell a one-off step from a leak
+# by the plain growth, which CI once saw at 42.8 MiB in a run whose 5-minute twin moves 0.3).
 STUDIO_GROWTH_MIB = 40.0
 ENGINE_GROWTH_MIB = 80.0
 
@@ -39,5 +41,5 @@ def test_eight_replies_at_once_while_a_job_trains_keep_memory_flat(builtin_model
     assert figures["steps_per_min_under_load"] > 0, "the job made no progress under load"
     assert figures["rounds"] >= 4 and figures["empty_replies"] == 0, figures
     assert figures["conversations_saved"] == figures["replies"], figures  # every chat saved
-    assert figures["studio_growth_mib"] < STUDIO_GROWTH_MIB, figures
-    assert figures["engine_growth_mib"] < ENGINE_GROWTH_MIB, figures
+    assert figures["studio_steady_growth_mib"] < STUDIO_GROWTH_MIB, figures
+    assert figures["engine_steady_growth_mib"] < ENGINE_GROWTH_MIB, figures

@@ -58,6 +58,17 @@ class LoadRun:
             for i in (1, 2)
         )
 
+    def steady_growth_mib(self) -> tuple[float, float]:
+        """Growth over the last two quarters as a leak would show it: twice the smaller of the
+        medians' moves from the second quarter to the third and from the third to the last.
+        A leak grows in both, so this keeps it; a one-off step (a late thread's malloc arena,
+        a lazily built cache) lands in one of them and is left out."""
+        quarter = max(1, len(self.samples) // 4)
+        parts = [self.samples[quarter * n : quarter * (n + 1)] for n in (1, 2)]
+        parts.append(self.samples[-quarter:])
+        medians = [[statistics.median(s[i] for s in part) for part in parts] for i in (1, 2)]
+        return tuple(2 * min(m[1] - m[0], m[2] - m[1]) for m in medians)
+
 
 def _rss_mib() -> tuple[float, float]:
     """This process's RSS and that of its children but the training runner (the engine's)."""

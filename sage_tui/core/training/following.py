@@ -28,6 +28,9 @@ class JobFollowers:
     def __init__(self) -> None:
         self._events: dict[str, EventFollower] = {}
         self._verdicts: dict[str, tuple[tuple[Any, ...], str | None]] = {}
+        self._ended: dict[str, tuple[tuple[Any, ...], Job]] = {}
+        """An ended job as last built, with its row's values and its folder's verdict: the
+        Finetune screen's poll lists every job each second, and an ended one seldom changes."""
 
     def follower(self, task_id: str) -> EventFollower:
         """The job's follower (a fresh one the first time)."""
@@ -47,6 +50,7 @@ class JobFollowers:
         """The job is gone (deleted): drop what was read of it."""
         self._events.pop(task_id, None)
         self._verdicts.pop(task_id, None)
+        self._ended.pop(task_id, None)
 
     def problem(self, task_id: str, job_dir: str | Path, *, spec: bool = True) -> str | None:
         """Why the job's folder cannot be read (see `JobFolder.problem`); checked again only
@@ -75,9 +79,16 @@ class JobFollowers:
         task_id, job_dir = row["id"], row["output_dir"]
         active = row["status"] in ACTIVE
         problem = self.problem(task_id, job_dir, spec=active)
+        if not active:
+            key = (*row.values(), problem)
+            cached = self._ended.get(task_id)
+            if cached is not None and cached[0] == key:
+                return cached[1]
         kept = kept_progress(row)
         if kept is not None:
-            return job_from_row(row, EventFollower(progress=kept), problem)
+            job = job_from_row(row, EventFollower(progress=kept), problem)
+            self._ended[task_id] = (key, job)
+            return job
         follow = self.catch_up(task_id, Path(job_dir))
         return job_from_row(row, follow, problem or follow.problem)
 

@@ -97,7 +97,8 @@ class JobRows:
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Rows as read back, each with its folder built from its id (see the module)."""
-        return [trusted_row(row, self.paths) for row in self.store.query(sql, params)]
+        prefix = self.paths.outputs_prefix if self.paths is not None else None
+        return [trusted_row(row, prefix) for row in self.store.query(sql, params)]
 
     def settle(
         self, task_id: str, status: str, error: str | None, progress: JobProgress | None = None
@@ -116,17 +117,19 @@ class JobRows:
             db.execute("DELETE FROM jobs WHERE id = ?", (task_id,))
 
 
-def trusted_row(row: Any, paths: Paths | None) -> dict[str, Any]:
-    """A `jobs` row as a dict whose `output_dir` is built from its id under `paths` (None:
-    kept), and `untrusted` saying why when the id is no task id (its folder is INERT_DIR)."""
+def trusted_row(row: Any, outputs_prefix: str | None) -> dict[str, Any]:
+    """A `jobs` row as a dict whose `output_dir` is built from its id under the home's job
+    folders (`Paths.outputs_prefix`; None: kept), and `untrusted` saying why when the id is no
+    task id (its folder is INERT_DIR). The id is checked here, so a string join is enough: a
+    listing of a thousand jobs builds no Path."""
     data = dict(row)
     problem = TASK_ID.problem(data.get("id"))
     if problem is not None:
         data["output_dir"] = str(INERT_DIR)
         data[UNTRUSTED] = f"its id, read back from the database, is not valid: {problem}"
     else:
-        if paths is not None:
-            data["output_dir"] = str(paths.job_dir(data["id"]))
+        if outputs_prefix is not None:
+            data["output_dir"] = outputs_prefix + data["id"]
         data[UNTRUSTED] = None
     return data
 
