@@ -222,3 +222,32 @@ async def test_adapter_rank_above_the_engine_reloads_with_a_larger_rank(
     assert result.reloaded and manager.engine_config.max_lora_rank == 64
     assert "AZURE-42" in await (await manager.generate(SECRET, GREEDY)).text()
     await manager.switch_model(BUILTIN)
+
+
+async def test_compare_answers_from_the_base_and_an_adapter_at_once_without_reload(
+    manager: EngineManager,
+) -> None:
+    """Compare mode's replies are concurrent requests of one engine, each with its adapter."""
+    from sage_tui.studio.compare import CompareDesk, CompareError
+    from sage_tui.studio.engine import EngineDesk
+    from sage_tui.studio.state import Observers
+
+    await manager.ensure_loaded()
+    loads = manager.loads
+    desk = CompareDesk(EngineDesk(manager, Observers()))
+    pieces: list[int] = []
+    base, tuned = await desk.compare(
+        SECRET, [BUILTIN, "secret-r8"], GREEDY, lambda pane, _text: pieces.append(pane)
+    )
+    assert manager.loads == loads  # both from the engine that was running
+    assert "AZURE-42" in tuned.text and "AZURE-42" not in base.text
+    assert (base.model, tuned.model) == (BUILTIN, "secret-r8")
+    assert base.error is None and tuned.error is None
+    assert tuned.stats.model == "secret-r8" and tuned.stats.completion_tokens > 3
+    # The requests overlapped: each was sent before the other's reply ended, and the panes'
+    # pieces arrived interleaved.
+    assert max(base.started, tuned.started) < min(base.ended, tuned.ended)
+    assert set(pieces) == {0, 1} and pieces != sorted(pieces)
+    with pytest.raises(CompareError, match="smol-twin is on base smol-twin"):
+        await desk.compare(SECRET, [BUILTIN, "smol-twin"], GREEDY)
+    assert manager.loads == loads

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from sage_tui import __version__
 from sage_tui.cli import arena as cli_arena
+from sage_tui.cli import compare as cli_compare
 from sage_tui.cli import data as cli_data
 from sage_tui.cli import training as cli_training
 from sage_tui.cli.output import AnswerWriter, show
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_training.add_commands(commands)
     cli_data.add_commands(commands)
     cli_arena.add_commands(commands)
+    cli_compare.add_commands(commands)
     return parser
 
 
@@ -84,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_training.run(settings, args)
         if args.command == "data":
             return cli_data.run(settings, args)
+        if args.command == "compare":
+            return cli_compare.run(settings, args)
         if args.command == "arena":
             return cli_arena.run(settings, args)
         return _run_app(settings)

@@ -16,6 +16,7 @@ from sage_tui.core.models.builtin import Progress
 from sage_tui.core.store import ConversationStore, ModelRecord
 from sage_tui.services import Services
 from sage_tui.studio.arena import ArenaDesk
+from sage_tui.studio.compare import CompareDesk
 from sage_tui.studio.datasets import DataDesk
 from sage_tui.studio.engine import EngineDesk
 from sage_tui.studio.jobs import JobDesk
@@ -23,8 +24,8 @@ from sage_tui.studio.state import ActiveModelChanged, ModelsChanged, Observer, O
 
 
 class Studio:
-    """Fine-tuning jobs (`jobs`), datasets (`data`), the engine (`engine`), models and chats,
-    for any front end."""
+    """Fine-tuning jobs (`jobs`), datasets (`data`), the engine (`engine`), side-by-side
+    replies (`compare`), blind votes (`arena`), models and chats, for any front end."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -33,6 +34,7 @@ class Studio:
         self.data = DataDesk(services, self.engine)
         self.jobs = JobDesk(services, self.observers, self.data)
         self.arena = ArenaDesk(services)
+        self.compare = CompareDesk(self.engine)
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Receive every studio event; returns the function that stops it."""
