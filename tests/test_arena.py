@@ -258,7 +258,7 @@ def cast(arena: ArenaDesk) -> None:
 def test_arena_stats_with_no_votes_says_how_to_vote(capsys, services: Services) -> None:
     code, out = run(capsys, services, "arena", "stats")
     assert code == 0
-    assert out.startswith("no votes yet: vote in the studio")
+    assert out.startswith("no votes yet: vote with `sage-tui arena vote")
     code, out = run(capsys, services, "arena", "stats", "--base", "qwen", "--json")
     assert (code, json.loads(out)) == (0, [])
 

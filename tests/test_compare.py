@@ -75,3 +75,32 @@ def test_compare_prints_the_base_and_the_adapter_each_under_its_name(
     assert base["error"] is None and tuned["error"] is None
     assert base["stats"]["engine"] == tuned["stats"]["engine"] == "vllm"
     assert tuned["stats"]["completion_tokens"] > 3
+
+
+@pytest.mark.slow
+def test_a_blind_vote_from_the_command_line_is_stored_and_counted(
+    capsys, provisioned_services: Services, builtin_model_dir: Path
+) -> None:
+    """`arena vote` on real vLLM: A and B answer without names, the vote typed on stdin is
+    stored with both replies, the names are revealed, and the leaderboard counts it."""
+    adapter = tiny_adapter(builtin_model_dir, rank=8)
+    provisioned_services.registry.register_adapter("secret", adapter, BUILTIN)
+    home = str(provisioned_services.settings.home)
+    command = [sys.executable, "-m", "sage_tui", "--home", home, "arena", "vote", SECRET]
+    command += ["--model", BUILTIN, "--model", "secret", "--temperature", "0"]
+    done = subprocess.run(
+        [*command, "--max-tokens", "20"], input="a\n", capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    shown, revealed = done.stdout.rsplit("vote recorded. ", 1)
+    assert "== A ==" in shown and "== B ==" in shown
+    assert BUILTIN not in shown and "secret" not in shown.replace(SECRET, "")  # blind
+    winner = revealed.split("A was ", 1)[1].split(",", 1)[0]
+    assert winner in (BUILTIN, "secret")
+    (vote,) = provisioned_services.store.query("SELECT * FROM votes")
+    assert vote["model_a"] == winner and vote["verdict"] == "a" and vote["prompt"] == SECRET
+    assert vote["reply_a"] and vote["reply_b"]
+    code, out, _ = run(capsys, "--home", home, "arena", "stats", "--json")
+    standings = {row["model"]: row for row in json.loads(out)}
+    assert code == 0 and standings[winner]["wins"] == 1
+    assert sum(s["games"] for s in standings.values()) == 2

@@ -1,7 +1,6 @@
-"""The blind A/B commands: `arena stats` (the leaderboard) and `arena export` (the votes).
-
-Votes are cast in the studio, where two models of one base answer a prompt anonymously; these
-commands read what was voted. Model names and prompts are data: they go through `show`.
+"""The blind A/B commands: `arena vote` (two models of one base answer a prompt as A and B,
+you vote, then their names are shown), `arena stats` (the leaderboard) and `arena export`
+(the votes). Model names, prompts and replies are data: they go through `show`.
 """
 
 from __future__ import annotations
@@ -15,15 +14,28 @@ from sage_tui.cli.output import show
 from sage_tui.config import Settings
 
 HOW_TO_VOTE = (
-    "vote in the studio (run sage-tui): two models of one base answer a prompt blind,"
-    " and you choose A, B, tie or both bad"
+    "vote with `sage-tui arena vote PROMPT --model A --model B`: two models of one base answer"
+    " the prompt blind, and you choose A, B, tie or both bad"
 )
+VERDICT_KEYS = {
+    "a": "a",
+    "b": "b",
+    "t": "tie",
+    "tie": "tie",
+    "x": "both_bad",
+    "both_bad": "both_bad",
+}
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Add `arena stats` and `arena export` to the CLI."""
-    arena = commands.add_parser("arena", help="the blind A/B votes' leaderboard and export")
+    """Add `arena vote`, `arena stats` and `arena export` to the CLI."""
+    arena = commands.add_parser("arena", help="blind A/B votes, their leaderboard and export")
     actions = arena.add_subparsers(dest="arena_command", metavar="ACTION", required=True)
+    vote = actions.add_parser("vote", help="two models answer blind as A and B; you vote")
+    vote.add_argument("prompt")
+    vote.add_argument("--model", action="append", required=True, help="give it twice")
+    vote.add_argument("--max-tokens", type=int, default=256)
+    vote.add_argument("--temperature", type=float, default=0.7)
     stats = actions.add_parser("stats", help="each model's rating, games and win rate")
     stats.add_argument("--base", help="only votes between models of this base model")
     stats.add_argument("--json", action="store_true", help="the leaderboard as JSON")
@@ -39,7 +51,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     services = open_services(settings)
     try:
-        arena = Studio(services).arena
+        studio = Studio(services)
+        arena = studio.arena
+        if args.arena_command == "vote":
+            return _vote(studio, args)
         if args.arena_command == "stats":
             return _stats(arena, args)
         count = arena.export(args.file, args.base)
@@ -47,6 +62,45 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     finally:
         services.close()
+
+
+def _vote(studio, args: argparse.Namespace) -> int:
+    """Both replies as A and B, the verdict read from stdin, then the names."""
+    import asyncio
+    import sys
+
+    from sage_tui.core.engines.base import Sampling
+    from sage_tui.errors import SageError
+    from sage_tui.terminal import engine_output_to
+
+    if len(args.model) != 2:
+        raise SageError(f"a blind vote needs two models (--model twice), got {len(args.model)}")
+    if not args.prompt.strip():
+        raise SageError("the prompt is empty: ask something")
+    pair = studio.arena.blind_pair(*args.model)
+    sampling = Sampling(args.temperature, 1.0, args.max_tokens).check()
+    messages = [{"role": "user", "content": args.prompt}]
+
+    async def answer() -> list:
+        try:
+            return await studio.compare.compare(messages, [pair.model_a, pair.model_b], sampling)
+        finally:
+            await studio.shutdown()
+
+    with engine_output_to(studio.services.settings.paths.engine_log):
+        replies = asyncio.run(answer())
+    for label, one in zip("AB", replies, strict=True):
+        show(f"== {label} ==")
+        show(one.text if one.error is None else f"[failed: {one.error}]")
+        show("")
+    show("vote: a / b / t (tie) / x (both bad)? ", end="")
+    sys.stdout.flush()
+    typed = sys.stdin.readline().strip().lower()
+    if typed not in VERDICT_KEYS:
+        raise SageError(f"no vote recorded: {typed!r} is none of a, b, t, x")
+    studio.arena.vote(pair, args.prompt, replies[0].text, replies[1].text, VERDICT_KEYS[typed])
+    show(f"vote recorded. {pair.reveal()}")
+    return 0
 
 
 def _stats(arena, args: argparse.Namespace) -> int:
