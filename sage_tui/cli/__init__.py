@@ -16,6 +16,7 @@ from sage_tui import __version__
 from sage_tui.cli import arena as cli_arena
 from sage_tui.cli import compare as cli_compare
 from sage_tui.cli import data as cli_data
+from sage_tui.cli import evaluate as cli_evaluate
 from sage_tui.cli import training as cli_training
 from sage_tui.cli.output import AnswerWriter, show
 from sage_tui.config import ENGINES, Settings
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_data.add_commands(commands)
     cli_arena.add_commands(commands)
     cli_compare.add_commands(commands)
+    cli_evaluate.add_commands(commands)
     return parser
 
 
@@ -86,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_training.run(settings, args)
         if args.command == "data":
             return cli_data.run(settings, args)
+        if args.command == "eval":
+            return cli_evaluate.run(settings, args)
         if args.command == "compare":
             return cli_compare.run(settings, args)
         if args.command == "arena":

@@ -19,13 +19,15 @@ from sage_tui.studio.arena import ArenaDesk
 from sage_tui.studio.compare import CompareDesk
 from sage_tui.studio.datasets import DataDesk
 from sage_tui.studio.engine import EngineDesk
+from sage_tui.studio.evaluation import EvalDesk
 from sage_tui.studio.jobs import JobDesk
 from sage_tui.studio.state import ActiveModelChanged, ModelsChanged, Observer, Observers
 
 
 class Studio:
     """Fine-tuning jobs (`jobs`), datasets (`data`), the engine (`engine`), side-by-side
-    replies (`compare`), blind votes (`arena`), models and chats, for any front end."""
+    replies (`compare`), evaluations (`evaluation`), blind votes
+    (`arena`), models and chats, for any front end."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -35,6 +37,7 @@ class Studio:
         self.jobs = JobDesk(services, self.observers, self.data)
         self.arena = ArenaDesk(services)
         self.compare = CompareDesk(self.engine)
+        self.evaluation = EvalDesk(self.jobs, self.compare)
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Receive every studio event; returns the function that stops it."""
