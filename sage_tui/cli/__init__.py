@@ -160,11 +160,7 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     from sage_tui.studio import Studio
     from sage_tui.terminal import engine_output_to
 
-    sampling = Sampling(args.temperature, args.top_p, args.max_tokens).check()
-    if not args.prompt.strip():
-        raise SageError("the prompt is empty: ask something")
-    messages = [{"role": "system", "content": args.system}] if args.system else []
-    messages.append({"role": "user", "content": args.prompt})
+    sampling, messages = cli_compare.prompt_request(args)
     studio = Studio(open_services(settings))
     registry = studio.services.registry
     if args.model is not None:

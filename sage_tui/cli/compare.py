@@ -33,6 +33,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--json", action="store_true", help="the replies and figures as JSON")
 
 
+def prompt_request(args: argparse.Namespace) -> tuple[Sampling, list[dict[str, str]]]:
+    """The sampling and the messages of a one-prompt command (`ask`, `compare`): the prompt
+    after the system prompt, if any; SageError for an empty prompt or bad sampling."""
+    sampling = Sampling(args.temperature, args.top_p, args.max_tokens).check()
+    if not args.prompt.strip():
+        raise SageError("the prompt is empty: ask something")
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    messages.append({"role": "user", "content": args.prompt})
+    return sampling, messages
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Answer the prompt with every model at once; print each reply under its name."""
     import asyncio
@@ -42,11 +53,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from sage_tui.studio import Studio
     from sage_tui.terminal import engine_output_to
 
-    sampling = Sampling(args.temperature, args.top_p, args.max_tokens).check()
-    if not args.prompt.strip():
-        raise SageError("the prompt is empty: ask something")
-    messages = [{"role": "system", "content": args.system}] if args.system else []
-    messages.append({"role": "user", "content": args.prompt})
+    sampling, messages = prompt_request(args)
     studio = Studio(open_services(settings))
     studio.compare.base_for(args.model)  # refused before the engine starts
 
