@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from sage_tui.core.store import ConversationStore
+from sage_tui.core.conversations import ConversationStore
 from sage_tui.services import Services
 from sage_tui.studio import EngineState
 from sage_tui.ui.app import SageApp

@@ -33,8 +33,9 @@ from textual.widgets._toast import Toast
 from textual.widgets.markdown import MarkdownBlock
 
 from sage_tui import cli
+from sage_tui.core.conversations import ConversationStore
 from sage_tui.core.safe_text import visible
-from sage_tui.core.store import ConversationStore, ModelRecord
+from sage_tui.core.store import ModelRecord
 from sage_tui.core.training.supervisor import Supervisor
 from sage_tui.services import Services
 from sage_tui.studio import Studio, state

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from sage_tui.core import store as store_module
-from sage_tui.core.store import MIGRATIONS, ConversationStore, ModelRecord, Store
+from sage_tui.core.conversations import ConversationStore
+from sage_tui.core.store import MIGRATIONS, ModelRecord, Store
 from sage_tui.errors import StoreError
 from sage_tui.services import Services
 from sage_tui.ui.app import SageApp
@@ -217,7 +218,8 @@ def test_an_unreadable_wal_file_is_kept_aside(tmp_path: Path) -> None:
 FULL_DISK = """
 import json, resource, signal, sys
 from pathlib import Path
-from sage_tui.core.store import ConversationStore, Store
+from sage_tui.core.conversations import ConversationStore
+from sage_tui.core.store import Store
 from sage_tui.errors import StoreError
 
 path = Path(sys.argv[1])

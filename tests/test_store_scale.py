@@ -19,7 +19,8 @@ from dataclasses import replace
 import pytest
 
 from sage_tui.config import Settings
-from sage_tui.core.store import ConversationStore, Store
+from sage_tui.core.conversations import ConversationStore
+from sage_tui.core.store import Store
 from sage_tui.core.training.job_folder import JobFolder
 from sage_tui.core.training.job_rows import JobRows
 from sage_tui.core.training.jobs import JobProgress

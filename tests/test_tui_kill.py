@@ -27,7 +27,8 @@ import pytest
 
 from sage_tui.config import Settings
 from sage_tui.core.chat import CUT_OFF
-from sage_tui.core.store import ConversationStore, MessageRecord, Store
+from sage_tui.core.conversations import ConversationStore, MessageRecord
+from sage_tui.core.store import Store
 from sage_tui.core.training.events import read_events
 from sage_tui.services import open_services
 from tests.conftest import BUILTIN

@@ -16,9 +16,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
+from sage_tui.core.conversations import ConversationStore, MessageRecord
 from sage_tui.core.engines.base import Message, Sampling
 from sage_tui.core.engines.reply import Reply, ReplyStats
-from sage_tui.core.store import ConversationStore, MessageRecord
 from sage_tui.errors import SageError
 
 CUT_OFF = "cut_off"

@@ -11,9 +11,10 @@ import asyncio
 from collections.abc import Callable
 
 from sage_tui.core.chat import ChatSession
+from sage_tui.core.conversations import ConversationStore
 from sage_tui.core.engines.manager import SwitchResult
 from sage_tui.core.models.builtin import Progress
-from sage_tui.core.store import ConversationStore, ModelRecord
+from sage_tui.core.store import ModelRecord
 from sage_tui.services import Services
 from sage_tui.studio.arena import ArenaDesk
 from sage_tui.studio.compare import CompareDesk

@@ -14,11 +14,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, ListItem, ListView, Markdown, Static
 
 from sage_tui.core.chat import describe_stats, stats_figures
+from sage_tui.core.conversations import ConversationRecord, MessageRecord
 from sage_tui.core.engines.base import Sampling
 from sage_tui.core.engines.manager import EngineStopped
 from sage_tui.core.engines.reply import Reply
 from sage_tui.core.safe_text import VisibleStream, visible
-from sage_tui.core.store import ConversationRecord, MessageRecord
 from sage_tui.errors import SageError, describe_error
 from sage_tui.studio import EngineState, EngineStatus
 from sage_tui.ui.plain_text import plain
