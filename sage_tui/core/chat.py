@@ -128,6 +128,8 @@ def describe_stats(figures: dict) -> str:
     parts = [str(figures.get("model", ""))]
     if figures.get(CUT_OFF):
         return " · ".join([*parts, "cut off: the studio closed while this reply streamed"])
+    if figures.get("error"):
+        return " · ".join([*parts, f"failed: {figures['error']}"])
     if figures.get("time_to_first_token") is not None:
         parts.append(f"first token {figures['time_to_first_token']:.2f} s")
     parts.append(f"{figures.get('tokens_per_second', 0):.1f} tokens/s")

@@ -147,6 +147,11 @@ class ConversationStore:
             for row in rows
         ]
 
+    def delete_messages(self, message_ids: Sequence[int]) -> None:
+        """Remove messages (a turn that never started)."""
+        with self.store.transaction() as db:
+            db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in message_ids])
+
     def delete(self, conversation_id: int) -> None:
         """Remove a conversation and its messages."""
         with self.store.transaction() as db:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sage_tui.core.engines.base import Message, Sampling
-from sage_tui.core.engines.reply import ReplyStats
+from sage_tui.core.engines.reply import Reply, ReplyStats
 from sage_tui.core.store import ModelRecord
 from sage_tui.errors import SageError, describe_error
 from sage_tui.studio.engine import EngineDesk
@@ -42,6 +42,9 @@ class Compared:
 
 Pieces = Callable[[int, str], None]
 """Called with the pane's number and each piece of text as it streams."""
+Started = Callable[[int, Reply], None]
+"""Called with the pane's number and its reply once the engine accepted its request (the
+reply's request id is what stops it)."""
 
 
 class CompareDesk:
@@ -70,16 +73,19 @@ class CompareDesk:
 
     async def compare(
         self,
-        messages: Sequence[Message],
+        messages: Sequence[Message] | Mapping[str, Sequence[Message]],
         names: Sequence[str],
         sampling: Sampling,
         on_piece: Pieces | None = None,
+        on_start: Started | None = None,
     ) -> list[Compared]:
-        """Every model's reply to `messages`, in the order of `names`, sent at once.
+        """Every model's reply to `messages` (the same for all, or each model's own
+        conversation by name), in the order of `names`, sent at once.
 
         The engine is loaded for their base first when it runs another (the only reload); the
         replies then share the engine's batch.
         """
+        sent = messages if isinstance(messages, Mapping) else dict.fromkeys(names, messages)
         base = await asyncio.to_thread(self.base_for, names)
         loaded = self.engine.manager.loaded_base
         if loaded is None or loaded.name != base.name:
@@ -89,7 +95,7 @@ class CompareDesk:
         return list(
             await asyncio.gather(
                 *(
-                    self._one(index, name, messages, sampling, on_piece)
+                    self._one(index, name, sent[name], sampling, on_piece, on_start)
                     for index, name in enumerate(names)
                 )
             )
@@ -102,6 +108,7 @@ class CompareDesk:
         messages: Sequence[Message],
         sampling: Sampling,
         on_piece: Pieces | None,
+        on_start: Started | None,
     ) -> Compared:
         started = time.monotonic()
         pieces: list[str] = []
@@ -109,6 +116,8 @@ class CompareDesk:
         try:
             reply = await self.engine.reply(messages, sampling, model=name)
             stats = reply.stats
+            if on_start is not None:
+                on_start(index, reply)
             async for piece in reply:
                 pieces.append(piece)
                 if on_piece is not None:

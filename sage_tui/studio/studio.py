@@ -18,6 +18,7 @@ from sage_tui.core.store import ModelRecord
 from sage_tui.services import Services
 from sage_tui.studio.arena import ArenaDesk
 from sage_tui.studio.compare import CompareDesk
+from sage_tui.studio.compare_session import CompareSession
 from sage_tui.studio.datasets import DataDesk
 from sage_tui.studio.engine import EngineDesk
 from sage_tui.studio.evaluation import EvalDesk
@@ -85,6 +86,10 @@ class Studio:
     def chat(self) -> ChatSession:
         """A new chat session (saved conversations, replies from the engine desk)."""
         return ChatSession(ConversationStore(self.services.store), self.engine.reply)
+
+    def compare_session(self) -> CompareSession:
+        """A new compare-mode session (2-4 models of one base side by side, or blind A/B)."""
+        return CompareSession(self.compare, ConversationStore(self.services.store), self.arena)
 
     async def shutdown(self) -> None:
         """Stop the engine (its memory is freed); jobs keep running in their own processes."""

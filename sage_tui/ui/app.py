@@ -1,4 +1,4 @@
-"""The sage-tui App: three modes (Finetune, Models, Chat) under an always-visible status line.
+"""The sage-tui App: four modes (Finetune, Models, Chat, Compare) under one status line.
 
 The App is a thin adapter over the studio (`sage_tui.studio.Studio`): it subscribes to the
 studio's events and turns each into a reactive or a message, and it owns the long-lived work
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -40,24 +41,41 @@ from sage_tui.ui.messages import (
 )
 from sage_tui.ui.plain_text import ControlFilter
 from sage_tui.ui.screens.chat import ChatScreen
+from sage_tui.ui.screens.compare import CompareScreen
 from sage_tui.ui.screens.finetune import FinetuneScreen
 from sage_tui.ui.screens.models import ModelsScreen
 
 STYLES = Path(str(resources.files("sage_tui.styles")))
 
 
+@dataclass(frozen=True)
+class CompareRequest:
+    """Models to pick on the Compare screen, or a saved compare conversation to open."""
+
+    models: list[str]
+    conversation_id: int | None = None
+
+
 class SageApp(App[None]):
     """The studio."""
 
     TITLE = "sage-tui"
-    CSS_PATH = [STYLES / f"{name}.tcss" for name in ("app", "finetune", "models", "chat")]
-    MODES = {"finetune": FinetuneScreen, "models": ModelsScreen, "chat": ChatScreen}
+    CSS_PATH = [
+        STYLES / f"{name}.tcss" for name in ("app", "finetune", "models", "chat", "compare")
+    ]
+    MODES = {
+        "finetune": FinetuneScreen,
+        "models": ModelsScreen,
+        "chat": ChatScreen,
+        "compare": CompareScreen,
+    }
     DEFAULT_MODE = "chat"
     BINDINGS = [
         # Digits when no text box has focus; F-keys always (a focused input takes digits).
         Binding("1,f1", "switch_mode('finetune')", "Finetune", id="mode.finetune"),
         Binding("2,f2", "switch_mode('models')", "Models", id="mode.models"),
         Binding("3,f3", "switch_mode('chat')", "Chat", id="mode.chat"),
+        Binding("4,f4", "switch_mode('compare')", "Compare", id="mode.compare"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
@@ -83,6 +101,8 @@ class SageApp(App[None]):
         self.jobs: list[Job] = []
         """The jobs as last polled, newest first."""
         self._polling_jobs = False
+        self.compare_request: CompareRequest | None = None
+        """What the Compare screen shows next (models, or a saved conversation)."""
         self._unsubscribe = self.studio.subscribe(self._studio_event)
         self._control_filter = ControlFilter()
 
@@ -259,6 +279,16 @@ class SageApp(App[None]):
     async def reload_engine(self) -> None:
         """Load the active model again (after the engine stopped or failed)."""
         await self.studio.engine.reload()
+
+    def open_compare(
+        self, models: Sequence[str] | None = None, conversation_id: int | None = None
+    ) -> None:
+        """Show the Compare screen with `models` picked, or a saved compare conversation."""
+        self.compare_request = CompareRequest(list(models or []), conversation_id)
+        if self.current_mode == "compare":
+            self.screen.on_screen_resume()
+        else:
+            self.switch_mode("compare")
 
     @on(SwitchModelRequested)
     def _switch_requested(self, message: SwitchModelRequested) -> None:

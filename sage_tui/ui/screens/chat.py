@@ -264,13 +264,19 @@ class ChatScreen(StudioScreen):
         await listing.clear()
         for record in records:
             when = datetime.fromtimestamp(record.updated_at).strftime("%m-%d %H:%M")
-            item = ListItem(Label(plain(f"{when}  {record.title or '(untitled)'}")))
+            mark = f"[{len(record.models)} side by side] " if record.models else ""
+            item = ListItem(Label(plain(f"{when}  {mark}{record.title or '(untitled)'}")))
             item.conversation_id = record.id
+            item.compared = bool(record.models)
             await listing.append(item)
         listing.index = 0 if records else None
 
     @on(ListView.Selected, "#chat-conversations")
     def _conversation_chosen(self, event: ListView.Selected) -> None:
+        if event.item.compared:  # held in compare mode: it reopens there, in its panes
+            self.query_one("#chat-conversations").display = False
+            self.app.open_compare(conversation_id=event.item.conversation_id)
+            return
         self.open_conversation(event.item.conversation_id)
 
     @work(exclusive=True, group="chat-reply", exit_on_error=False, description="open chat")

@@ -36,6 +36,11 @@ class ChatMessage(Vertical):
         """The Markdown widget holding the text."""
         return self.query_one(".chat-body", Markdown)
 
+    def set_author(self, author: str) -> None:
+        """Name who wrote the message (a blind reply's model, once the vote is in)."""
+        self.author = author
+        self.query_one(".chat-author", Static).update(plain(author))
+
     def show_stats(self, line: str) -> None:
         """Put the figures line under the message."""
         self.stats = line

@@ -12,7 +12,12 @@ from sage_tui.core.safe_text import visible
 from sage_tui.studio import EngineState, EngineStatus
 from sage_tui.ui.plain_text import plain
 
-MODE_TABS = (("finetune", "1", "Finetune"), ("models", "2", "Models"), ("chat", "3", "Chat"))
+MODE_TABS = (
+    ("finetune", "1", "Finetune"),
+    ("models", "2", "Models"),
+    ("chat", "3", "Chat"),
+    ("compare", "4", "Compare"),
+)
 
 
 def describe_resources(snapshot: ResourceSnapshot | None) -> Text:
