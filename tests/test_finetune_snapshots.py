@@ -1,4 +1,5 @@
-"""How the Finetune screen looks: the empty form, a running job, a failed job (fixed figures)."""
+"""How the Finetune screen looks: the empty form, a running job, a failed job, a completed job's
+evaluation (fixed figures)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from pathlib import Path
 
 from textual.widgets import Input
 
+from sage_tui.core.scores import METRICS
 from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord
 from sage_tui.core.training.jobs import Job, JobProgress, JobStatus
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.services import Services
 from sage_tui.studio import EngineState, EngineStatus
+from sage_tui.studio.evaluation import EVALUATION_FILE, EvalRow, Evaluation, summarise
 from sage_tui.ui.app import SageApp
 from tests.conftest import two_gpu_snapshot
 from tests.test_app import engine_tried, settle
@@ -176,3 +179,40 @@ def test_checked_dataset(snap_compare, services: Services) -> None:
         await pilot.pause()
 
     assert snap_compare(make_app(services, [], {}), terminal_size=SIZE, run_before=checked)
+
+
+def evaluation(adapter: str) -> Evaluation:
+    """A fixed evaluation of the base and a job's adapter on two held-out rows."""
+    rows = [
+        EvalRow(
+            line=line,
+            prompt=prompt,
+            reference=reference,
+            answers={BASE: base_answer, adapter: reference},
+            scores={
+                BASE: {name: low for name in METRICS},
+                adapter: {name: 1.0 for name in METRICS},
+            },
+            errors={},
+        )
+        for line, prompt, reference, base_answer, low in [
+            (3, "Who made [bold]Sage[/bold]?", "The SAGE team.", "I am not sure.", 0.0),
+            (7, "What port does it use?", "Port 8765.", "It uses port 8080.", 0.4),
+        ]
+    ]
+    return Evaluation(
+        models=[BASE, adapter],
+        source="/data/facts.jsonl",
+        held_out=True,
+        rows=rows,
+        summary=summarise([BASE, adapter], rows),
+        seconds=12.4,
+    )
+
+
+def test_evaluated_job(snap_compare, services: Services, tmp_path: Path) -> None:
+    """A completed job's evaluation summary beside its loss curve."""
+    done = job(tmp_path, "ft-done", "completed", "done\n", step=40, total_steps=40, last_loss=0.4)
+    (done.output_dir / EVALUATION_FILE).write_text(evaluation("sage-finetuned-ft-done").to_json())
+    app = make_app(services, [done], {"ft-done": losses(40)})
+    assert snap_compare(app, terminal_size=SIZE, run_before=show)

@@ -72,6 +72,21 @@ def summarise(models: Sequence[str], rows: Sequence[EvalRow]) -> dict[str, dict[
     }
 
 
+def read_saved(folder: Path) -> Evaluation | None:
+    """The evaluation kept in a job's folder (None when it has none); EvaluationError when the
+    file is there but cannot be read back."""
+    path = folder / EVALUATION_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Evaluation(**{**data, "rows": [EvalRow(**row) for row in data["rows"]]})
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise EvaluationError(
+            f"{path} cannot be read back ({err}): evaluate the job again to replace it"
+        ) from None
+
+
 class EvalDesk:
     """Evaluations of jobs and of any two to four registered models of one base."""
 
@@ -85,9 +100,14 @@ class EvalDesk:
         data: str | None,
         models: Sequence[str] | None,
         max_rows: int,
+        or_training_rows: bool = False,
     ) -> tuple[list[str], list[tuple[int, list[dict], str]], str, bool]:
         """What an evaluation will send: (models, rows as (line, prompt messages, reference),
-        source, held out). Blocking (reads the dataset); EvaluationError when nothing can."""
+        source, held out). Blocking (reads the dataset); EvaluationError when nothing can.
+
+        A job that held no rows out is refused, or (`or_training_rows`) evaluated on the rows
+        it trained on: what it learnt, not how it generalises (the result says held_out False).
+        """
         from sage_tui.core.data.loading import load_dataset_file
         from sage_tui.core.data.splits import held_out
 
@@ -116,7 +136,9 @@ class EvalDesk:
         held = data is None
         if held:
             flags = held_out(loaded.usable, spec.eval_fraction, seed=spec.seed)
-            examples = [e for e, flag in zip(examples, flags, strict=False) if flag]
+            kept = [e for e, flag in zip(examples, flags, strict=False) if flag]
+            held = bool(kept) or not or_training_rows
+            examples = kept or (examples if or_training_rows else [])
             if not examples:
                 raise EvaluationError(
                     f"job {job.id} held no rows out (eval fraction {spec.eval_fraction}):"
@@ -136,6 +158,10 @@ class EvalDesk:
             )
         return chosen, rows, str(loaded.path), held
 
+    def saved(self, job_id: str) -> Evaluation | None:
+        """The job's last evaluation, if it has one. Blocking (reads its folder)."""
+        return read_saved(self.jobs.get(job_id).output_dir)
+
     async def evaluate(
         self,
         job_id: str | None = None,
@@ -145,11 +171,12 @@ class EvalDesk:
         max_rows: int = 50,
         sampling: Sampling | None = None,
         progress: Callable[[int, int], None] | None = None,
+        or_training_rows: bool = False,
     ) -> Evaluation:
         """Answer and score the rows; a job's evaluation is saved in its folder."""
         started = time.monotonic()
         chosen, rows, source, held = await asyncio.to_thread(
-            self.plan, job_id, data, models, max_rows
+            self.plan, job_id, data, models, max_rows, or_training_rows
         )
         sampling = sampling or Sampling(temperature=0.0, max_tokens=128)
         gate = asyncio.Semaphore(IN_FLIGHT)

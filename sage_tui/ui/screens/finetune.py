@@ -33,6 +33,8 @@ from sage_tui.ui.messages import JobsUpdated, ModelsChanged
 from sage_tui.ui.modals.use_backend import UseBackendModal
 from sage_tui.ui.plain_text import plain
 from sage_tui.ui.screens.base import StudioScreen
+from sage_tui.ui.screens.finetune_eval import JobEvaluation
+from sage_tui.ui.widgets.eval_view import EvalPanel
 from sage_tui.ui.widgets.job_form import JobForm
 from sage_tui.ui.widgets.job_table import JobTable
 from sage_tui.ui.widgets.loss_chart import LossChartPanel
@@ -70,7 +72,7 @@ def read_log_tail(path: Path, lines: int = LOG_LINES) -> str:
     return "\n".join(deque((line for line in text.splitlines() if line.strip()), maxlen=lines))
 
 
-class FinetuneScreen(StudioScreen):
+class FinetuneScreen(JobEvaluation, StudioScreen):
     """A job form on the left; the jobs, the selected job's loss and log on the right."""
 
     MODE = "finetune"
@@ -80,6 +82,9 @@ class FinetuneScreen(StudioScreen):
         Binding("r", "resume_job", "Resume", id="finetune.resume"),
         Binding("delete,d", "delete_job", "Delete", id="finetune.delete"),
         Binding("u", "use_job", "Use as backend", id="finetune.use"),
+        Binding("e", "evaluate_job", "Evaluate", id="finetune.evaluate"),
+        Binding("k", "compare_job", "Compare", id="finetune.compare"),
+        Binding("v", "evaluation_rows", "Eval rows", id="finetune.eval_rows", show=False),
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -101,7 +106,9 @@ class FinetuneScreen(StudioScreen):
             with Vertical(id="finetune-jobs-panel"):
                 yield JobTable(id="finetune-jobs")
                 yield Static("No job selected.", id="finetune-job-summary", markup=False)
-                yield LossChartPanel(id="finetune-loss")
+                with Horizontal(id="finetune-charts"):
+                    yield LossChartPanel(id="finetune-loss")
+                    yield EvalPanel(id="finetune-eval")
                 yield Static("", id="finetune-log", markup=False)
 
     def on_mount(self) -> None:
@@ -259,6 +266,7 @@ class FinetuneScreen(StudioScreen):
             self._detail_key = None
             summary.update("No job selected. Fill in the form and press ctrl+s to start one.")
             self.query_one(LossChartPanel).show([])
+            self.query_one(EvalPanel).show(None)
             self.query_one("#finetune-log", Static).update("")
             return
         summary.set_class(job.status == "failed", "-error")
@@ -267,6 +275,7 @@ class FinetuneScreen(StudioScreen):
         if key != self._detail_key:
             self._detail_key = key
             self.read_detail(job)
+            self.read_evaluation(job)
 
     @work(
         thread=True,
