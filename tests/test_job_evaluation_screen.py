@@ -57,11 +57,6 @@ async def test_evaluate_a_finished_job_then_see_every_row(make_app, tmp_path: Pa
         await pilot.press("escape")
         await until(lambda: not isinstance(app.screen, EvalRowsModal))
 
-        # The evaluation is read back when the job is shown again.
-        await pilot.press("f3")
-        await pilot.press("f1")
-        await until(lambda: app.screen.query_one(EvalPanel).evaluation is not None)
-
 
 async def test_k_opens_compare_with_the_base_and_the_adapter(make_app, tmp_path: Path) -> None:
     app = make_app()
@@ -92,3 +87,21 @@ async def test_only_a_completed_job_is_evaluated(make_app) -> None:
             app.clear_notifications()
         assert app.current_mode == "finetune"
         assert app.screen.query_one(EvalPanel).evaluation is None
+
+
+async def test_the_evaluation_is_read_again_and_an_unreadable_one_says_so(
+    make_app, tmp_path: Path
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(140, 45)) as pilot:
+        await finished_job(app, pilot, "ft-torn", tmp_path)
+        # Written from elsewhere (as `sage-tui eval` would): read when the screen is back.
+        (app.jobs[0].output_dir / EVALUATION_FILE).write_text('{"models": ["a", "b"], "ro')
+        await pilot.press("f3")
+        await pilot.press("f1")
+        panel = app.screen.query_one(EvalPanel)
+        await until(lambda: "cannot be read back" in panel.caption)
+        assert "evaluate the job again" in panel.caption
+        await pilot.press("e")
+        await until(lambda: panel.evaluation is not None, 30)
+        assert json.loads((app.jobs[0].output_dir / EVALUATION_FILE).read_text())["rows"]

@@ -117,6 +117,7 @@ class FinetuneScreen(JobEvaluation, StudioScreen):
 
     def on_screen_resume(self) -> None:
         self.load_bases()
+        self._detail_key = None  # read the selected job again (`sage-tui eval` may have run)
         self._show_jobs(self.app.jobs)
 
     @on(ModelsChanged)
