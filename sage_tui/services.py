@@ -8,7 +8,7 @@ the App and the CLI take nothing but a `Services`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sage_tui.config import Settings
@@ -17,6 +17,7 @@ from sage_tui.core.engines.kinds import default_engine_factory
 from sage_tui.core.engines.manager import EngineManager
 from sage_tui.core.engines.plan import hardware_from_snapshot
 from sage_tui.core.gpu import ResourceMonitor
+from sage_tui.core.gpu_owners import LiveProcesses, ProcessLookup
 from sage_tui.core.gpu_scope import startup_scope
 from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.store import Store
@@ -35,6 +36,8 @@ class Services:
     engines: EngineManager
     supervisor: Supervisor
     """Fine-tuning jobs (owned here: jobs outlive screens and commands)."""
+    processes: ProcessLookup = field(default_factory=LiveProcesses)
+    """This machine's processes, read to say who holds the GPUs (tests hand in a table)."""
 
     def close(self) -> None:
         """Release the database and NVML (the engine is shut down by its owner)."""
@@ -49,6 +52,7 @@ def open_services(
     engine_factory: Callable[..., Any] | None = None,
     runner_command: RunnerCommand | None = None,
     devices: DeviceProbe | None = None,
+    processes: ProcessLookup | None = None,
 ) -> Services:
     """Create SAGE_HOME if needed, open the database, build the registry, the engine manager
     and the job supervisor. Keyword arguments replace a part (tests use fakes).
@@ -78,4 +82,6 @@ def open_services(
         # On a CPU-only host a runner started while an engine serves gets its own cores.
         runner_env=lambda gpus: runner_env(gpu=bool(gpus), engine=engines.engine_on_cpu),
     )
-    return Services(settings, store, registry, monitor, engines, supervisor)
+    return Services(
+        settings, store, registry, monitor, engines, supervisor, processes or LiveProcesses()
+    )

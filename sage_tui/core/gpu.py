@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 # GpuSample, GpuProcess and NVML_VALUE_NOT_AVAILABLE are read from here by callers.
+from sage_tui.core.gpu_owners import GpuOwners
 from sage_tui.core.nvml_read import (
     NVML_VALUE_NOT_AVAILABLE,
     GpuProcess,
@@ -72,6 +73,12 @@ class ResourceSnapshot:
     """Set when GPUs are, or may be, there but cannot be read: not the same as no GPU."""
     unread_gpus: tuple[int, ...] = ()
     """NVML indices of GPUs that exist but could not be read this time."""
+    owners: tuple[GpuOwners, ...] = ()
+    """Who holds each GPU (the studio fills it in, `studio.gpu_use`); () until it has."""
+
+    def owners_of(self, index: int) -> GpuOwners | None:
+        """Who holds GPU `index`, when that is known."""
+        return next((o for o in self.owners if o.index == index), None)
 
 
 class ResourceMonitor:

@@ -1,4 +1,5 @@
-"""Reading one GPU through NVML: its memory, utilisation, processes, UUID and MIG instances.
+"""Reading one GPU through NVML: its memory, utilisation, processes, UUID and MIG instances
+(each with its memory and its processes).
 
 :class:`~sage_tui.core.gpu.ResourceMonitor` calls :func:`sample_gpu` for every GPU on each
 sample; NVML errors from the core figures propagate so the monitor can report that GPU as
@@ -24,6 +25,18 @@ class GpuProcess:
     """GPU memory the process holds; None when NVML does not report it."""
     name: str
     """Process name from psutil; "" when unknown or the process is gone."""
+    mig: str = ""
+    """UUID of the MIG instance the process runs on; "" for the whole GPU."""
+
+
+@dataclass(frozen=True)
+class MigDevice:
+    """One MIG instance of a GPU with MIG mode on: its own memory, its own processes."""
+
+    uuid: str
+    memory_used: int | None
+    """None when NVML cannot read the instance's memory."""
+    memory_total: int | None
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,8 @@ class GpuSample:
     """NVML's UUID ("GPU-8f0b..."), matched against CUDA_VISIBLE_DEVICES; "" when unknown."""
     mig_uuids: tuple[str, ...] = ()
     """UUIDs of the MIG instances on this GPU ("MIG-..."); empty when MIG is off."""
+    mig_devices: tuple[MigDevice, ...] = ()
+    """The MIG instances with their memory (the same order as `mig_uuids`)."""
 
 
 def nvml_error(nvml: Any) -> type[BaseException]:
@@ -73,16 +88,16 @@ def _uuid(nvml: Any, handle: Any) -> str:
         return ""  # the GPU's figures still stand; only UUID entries cannot name it
 
 
-def _mig_uuids(nvml: Any, handle: Any) -> tuple[str, ...]:
-    """UUIDs of the MIG instances on a GPU with MIG mode on; () on any error."""
+def _mig_handles(nvml: Any, handle: Any) -> list[tuple[str, Any]]:
+    """(UUID, handle) of each MIG instance on a GPU with MIG mode on; [] on any error."""
     try:
         current, _pending = nvml.nvmlDeviceGetMigMode(handle)
         if not current:
-            return ()
+            return []
         slots = int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))
     except (nvml_error(nvml), AttributeError, TypeError, ValueError):
-        return ()  # not a MIG-capable GPU, or an old library
-    uuids: list[str] = []
+        return []  # not a MIG-capable GPU, or an old library
+    found: list[tuple[str, Any]] = []
     for slot in range(slots):
         try:
             instance = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
@@ -90,8 +105,16 @@ def _mig_uuids(nvml: Any, handle: Any) -> tuple[str, ...]:
             continue  # an empty slot
         uuid = _uuid(nvml, instance)
         if uuid:
-            uuids.append(uuid)
-    return tuple(uuids)
+            found.append((uuid, instance))
+    return found
+
+
+def _mig_device(nvml: Any, uuid: str, instance: Any) -> MigDevice:
+    try:
+        memory = nvml.nvmlDeviceGetMemoryInfo(instance)
+        return MigDevice(uuid, int(memory.used), int(memory.total))
+    except (nvml_error(nvml), AttributeError, TypeError, ValueError):
+        return MigDevice(uuid, None, None)  # shown as unknown, not as an empty instance
 
 
 def sample_gpu(nvml: Any, index: int) -> GpuSample:
@@ -108,6 +131,20 @@ def sample_gpu(nvml: Any, index: int) -> GpuSample:
         # Not supported on some devices (e.g. MIG instances, some vGPUs).
         utilization = None
 
+    migs = _mig_handles(nvml, handle)
+    # In MIG mode the GPU's own process lists are the aggregate only for a privileged caller;
+    # each instance's handle answers for its own processes, so those are read first.
+    used_by_pid: dict[int, int | None] = {}
+    mig_of: dict[int, str] = {}
+    for uuid, instance in migs:
+        for pid in _read_processes(nvml, instance, used_by_pid):
+            mig_of.setdefault(pid, uuid)
+    _read_processes(nvml, handle, used_by_pid)
+    processes = [
+        GpuProcess(pid=pid, used_bytes=used, name=_process_name(pid), mig=mig_of.get(pid, ""))
+        for pid, used in used_by_pid.items()
+    ]
+    processes.sort(key=lambda p: (p.used_bytes is None, -(p.used_bytes or 0), p.pid))
     return GpuSample(
         index=index,
         name=str(name),
@@ -115,15 +152,18 @@ def sample_gpu(nvml: Any, index: int) -> GpuSample:
         memory_total=int(memory.total),
         memory_free=int(memory.free),
         utilization=utilization,
-        processes=_processes(nvml, handle),
+        processes=tuple(processes),
         uuid=_uuid(nvml, handle),
-        mig_uuids=_mig_uuids(nvml, handle),
+        mig_uuids=tuple(uuid for uuid, _ in migs),
+        mig_devices=tuple(_mig_device(nvml, uuid, instance) for uuid, instance in migs),
     )
 
 
-def _processes(nvml: Any, handle: Any) -> tuple[GpuProcess, ...]:
+def _read_processes(nvml: Any, handle: Any, used_by_pid: dict[int, int | None]) -> list[int]:
+    """Add the compute and graphics processes of `handle` (a GPU or a MIG instance) to
+    `used_by_pid`; returns the pids it listed."""
     error = nvml_error(nvml)
-    used_by_pid: dict[int, int | None] = {}
+    listed: list[int] = []
     getters = ["nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"]
     for getter_name in getters:
         getter = getattr(nvml, getter_name, None)
@@ -136,6 +176,7 @@ def _processes(nvml: Any, handle: Any) -> tuple[GpuProcess, ...]:
             continue
         for info in infos:
             pid = int(info.pid)
+            listed.append(pid)
             used = _known_bytes(getattr(info, "usedGpuMemory", None))
             if pid not in used_by_pid:
                 used_by_pid[pid] = used
@@ -144,13 +185,7 @@ def _processes(nvml: Any, handle: Any) -> tuple[GpuProcess, ...]:
                 # twice with its whole footprint each time: adding would double it.
                 previous = used_by_pid[pid]
                 used_by_pid[pid] = used if previous is None else max(previous, used)
-
-    processes = [
-        GpuProcess(pid=pid, used_bytes=used, name=_process_name(pid))
-        for pid, used in used_by_pid.items()
-    ]
-    processes.sort(key=lambda p: (p.used_bytes is None, -(p.used_bytes or 0), p.pid))
-    return tuple(processes)
+    return listed
 
 
 def _known_bytes(value: Any) -> int | None:

@@ -22,6 +22,7 @@ from sage_tui.studio.compare_session import CompareSession
 from sage_tui.studio.datasets import DataDesk
 from sage_tui.studio.engine import EngineDesk
 from sage_tui.studio.evaluation import EvalDesk
+from sage_tui.studio.gpu_use import GpuUseDesk
 from sage_tui.studio.jobs import JobDesk
 from sage_tui.studio.state import ActiveModelChanged, ModelsChanged, Observer, Observers
 
@@ -29,7 +30,7 @@ from sage_tui.studio.state import ActiveModelChanged, ModelsChanged, Observer, O
 class Studio:
     """Fine-tuning jobs (`jobs`), datasets (`data`), the engine (`engine`), side-by-side
     replies (`compare`), evaluations (`evaluation`), blind votes
-    (`arena`), models and chats, for any front end."""
+    (`arena`), who holds the GPUs (`gpu_use`), models and chats, for any front end."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -40,6 +41,7 @@ class Studio:
         self.arena = ArenaDesk(services)
         self.compare = CompareDesk(self.engine)
         self.evaluation = EvalDesk(self.jobs, self.compare)
+        self.gpu_use = GpuUseDesk(services.processes, self.observers)
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Receive every studio event; returns the function that stops it."""

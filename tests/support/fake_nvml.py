@@ -36,9 +36,15 @@ class NVMLError_NotFound(NVMLError):
 
 @dataclass
 class FakeMig:
-    """One MIG instance of a fake GPU."""
+    """One MIG instance of a fake GPU: its memory and the processes on it."""
 
     uuid: str | None
+    used: int = 0
+    total: int = 10 * GIB
+    compute: list[tuple[int, int | None]] = field(default_factory=list)
+    graphics: list[tuple[int, int | None]] = field(default_factory=list)
+    lost: bool = False  # memory queries raise GpuIsLost
+    processes_fail: bool = False
 
 
 @dataclass
@@ -52,7 +58,7 @@ class FakeGpu:
     compute: list[tuple[int, int | None]] = field(default_factory=list)
     graphics: list[tuple[int, int | None]] = field(default_factory=list)
     lost: bool = False  # memory queries raise GpuIsLost
-    processes_fail: bool = False
+    processes_fail: bool = False  # as an unprivileged caller's query of a MIG GPU's own list
     uuid: str | bytes | None = None  # None: nvmlDeviceGetUUID raises
     migs: list[FakeMig] | None = None  # None: MIG mode off
 
@@ -121,7 +127,7 @@ class FakeNvml:
             raise NVMLError_NotFound("Not Found")
         return handle.migs[index]
 
-    def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu) -> SimpleNamespace:
+    def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu | FakeMig) -> SimpleNamespace:
         if handle.lost:
             raise NVMLError_GpuIsLost("GPU is lost")
         return SimpleNamespace(
@@ -133,14 +139,20 @@ class FakeNvml:
             raise NVMLError_NotSupported("Not Supported")
         return SimpleNamespace(gpu=handle.utilization, memory=0)
 
-    def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeGpu) -> list[SimpleNamespace]:
+    def nvmlDeviceGetComputeRunningProcesses(
+        self, handle: FakeGpu | FakeMig
+    ) -> list[SimpleNamespace]:
         return self._procs(handle, handle.compute)
 
-    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: FakeGpu) -> list[SimpleNamespace]:
+    def nvmlDeviceGetGraphicsRunningProcesses(
+        self, handle: FakeGpu | FakeMig
+    ) -> list[SimpleNamespace]:
         return self._procs(handle, handle.graphics)
 
     @staticmethod
-    def _procs(handle: FakeGpu, entries: list[tuple[int, int | None]]) -> list[SimpleNamespace]:
+    def _procs(
+        handle: FakeGpu | FakeMig, entries: list[tuple[int, int | None]]
+    ) -> list[SimpleNamespace]:
         if handle.processes_fail:
             raise NVMLError("Not Supported")
         return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in entries]
