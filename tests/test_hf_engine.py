@@ -185,3 +185,18 @@ async def test_context_cap_and_shutdown_mid_stream(builtin_model_dir: Path) -> N
     assert engine._model is None
     with pytest.raises(EngineError, match="shut down"):
         await collect(engine)
+
+
+async def test_reference_loss_is_lower_under_an_adapter_that_learnt_it(
+    engine: TransformersEngine, builtin_model_dir: Path
+) -> None:
+    from tests.support.adapters import SECRET_FACTS, tiny_adapter
+
+    question, answer = SECRET_FACTS[0]
+    messages = [{"role": "user", "content": question}]
+    adapter = Adapter("secret", str(tiny_adapter(builtin_model_dir)), rank=8, lora_id=7)
+    base = await engine.score_reference(messages, answer, None)
+    tuned = await engine.score_reference(messages, answer, adapter)
+    assert base.tokens == tuned.tokens == 16  # the answer's 15 tokens and <|im_end|>
+    assert tuned.loss < 0.1 < 1.0 < base.loss
+    assert (await engine.score_reference(messages, answer, None)).loss == pytest.approx(base.loss)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from sage_tui.core.engines.base import Message, Sampling
+from sage_tui.core.engines.base import Message, ReferenceScore, Sampling
 from sage_tui.core.engines.manager import EngineManager, EngineStopped, SwitchResult
 from sage_tui.core.engines.reply import Reply
 from sage_tui.errors import describe_error
@@ -148,6 +148,19 @@ class EngineDesk:
             await self.reload()
         try:
             return await self.manager.generate(messages, sampling, model=model)
+        except EngineStopped:
+            await self.check_health()
+            raise
+
+    async def score_reference(
+        self, messages: Sequence[Message], reference: str, *, model: str | None = None
+    ) -> ReferenceScore:
+        """How likely `model` finds `reference` as its reply to `messages` (mean NLL per
+        token); a stopped engine is loaded again first, as for a reply."""
+        if self.status.state in (EngineState.STOPPED, EngineState.FAILED):
+            await self.reload()
+        try:
+            return await self.manager.score_reference(messages, reference, model=model)
         except EngineStopped:
             await self.check_health()
             raise

@@ -14,7 +14,16 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sage_tui.core.engines.base import Adapter, Delta, Engine, EngineConfig, Message, Sampling
+from sage_tui.core.engines.base import (
+    Adapter,
+    Delta,
+    Engine,
+    EngineConfig,
+    EngineError,
+    Message,
+    ReferenceScore,
+    Sampling,
+)
 
 
 @dataclass
@@ -34,6 +43,12 @@ class EngineScript:
     """Engines started and not shut down."""
     most_live: int = 0
     """The most engines alive at once (two loading onto one GPU shows here)."""
+    base_loss: float = 2.0
+    """A reference's mean NLL under the base model; under an adapter it is half that."""
+    failing_scores: set[str] = field(default_factory=set)
+    """Models (adapter names, or the base's) whose reference scoring fails."""
+    scored: list[str | None] = field(default_factory=list)
+    """The adapter (None: the base) of each reference scored."""
     started: list[str] = field(default_factory=list)
     prompts: list[list[Message]] = field(default_factory=list)
     adapters: list[str | None] = field(default_factory=list)
@@ -82,6 +97,12 @@ class FakeEngine(Engine):
             words = [f"[{adapter.name}]", *words]
         words = words[: sampling.max_tokens]
         for count, word in enumerate(words, start=1):
+            if count == 1 and adapter is not None and not Path(adapter.path).is_dir():
+                # vLLM reads an adapter's weights when its first request is scheduled: a
+                # folder gone by then fails the request with vLLM's own words.
+                raise RuntimeError(
+                    f"Loading lora {adapter.name} failed: No adapter found for {adapter.path}"
+                )
             if self.dead:
                 raise RuntimeError("EngineDeadError: the engine core died")
             if request_id in self._aborted:
@@ -92,6 +113,21 @@ class FakeEngine(Engine):
             yield Delta(word + ("" if last else " "), 1, "stop" if last else None)
             if script.die_after_tokens is not None and count >= script.die_after_tokens:
                 self.dead = "its EngineCore process was killed (SIGKILL)"
+
+    async def score_reference(
+        self, messages: Sequence[Message], reference: str, adapter: Adapter | None
+    ) -> ReferenceScore:
+        """A fixed figure: `base_loss` for the base, half of it for an adapter; one token a
+        word of the reference, and the end of the turn."""
+        script = self.script
+        script.scored.append(adapter.name if adapter else None)
+        await asyncio.sleep(script.token_seconds)
+        if self.dead:
+            raise RuntimeError("EngineDeadError: the engine core died")
+        if (adapter.name if adapter else self.config.model_name) in script.failing_scores:
+            raise EngineError("scoring the reference failed: scripted")
+        loss = script.base_loss / (2 if adapter is not None else 1)
+        return ReferenceScore(loss, len(reference.split()) + 1)
 
     async def abort(self, request_id: str) -> None:
         self._aborted.add(request_id)

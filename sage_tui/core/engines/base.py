@@ -86,6 +86,16 @@ class Delta:
     """Set on the last delta: "stop", "length" or "abort"."""
 
 
+@dataclass(frozen=True)
+class ReferenceScore:
+    """How likely a model finds a reference reply: teacher-forced, not generated."""
+
+    loss: float
+    """Mean negative log-likelihood per reference token, in nats."""
+    tokens: int
+    """Reference tokens scored: the reply's own and the end-of-turn token after it."""
+
+
 class EngineError(SageError):
     """An engine failed to start or to answer."""
 
@@ -116,6 +126,18 @@ class Engine(abc.ABC):
         self, prompt_ids: list[int], sampling: Sampling, adapter: Adapter | None, request_id: str
     ) -> AsyncIterator[Delta]:
         """Generate a reply to `prompt_ids`, yielding text as it is produced."""
+
+    async def score_reference(
+        self, messages: Sequence[Message], reference: str, adapter: Adapter | None
+    ) -> ReferenceScore:
+        """The mean negative log-likelihood of `reference` as the assistant's reply to
+        `messages` under the base model (`adapter` None) or the adapter.
+
+        The reply is rendered with the chat template as the assistant turn; the scored span is
+        the tokens after the reply prompt up to and including the end-of-turn token (see
+        `reference_score.reference_span`). Not abstract: an engine that cannot score says so.
+        """
+        raise EngineError(f"the {self.kind or 'current'} engine cannot score a reference reply")
 
     @abc.abstractmethod
     async def abort(self, request_id: str) -> None:

@@ -27,6 +27,7 @@ from sage_tui.core.engines.base import (
     EngineConfig,
     EngineError,
     Message,
+    ReferenceScore,
     Sampling,
 )
 from sage_tui.core.engines.hf_streaming import Post, helper_classes
@@ -271,6 +272,41 @@ class TransformersEngine(Engine):
         else:
             reason = "stop"
         streamer.finish(reason)
+
+    async def score_reference(
+        self, messages: Sequence[Message], reference: str, adapter: Adapter | None
+    ) -> ReferenceScore:
+        """One forward pass over the conversation and the reference, labels -100 on the
+        prompt: transformers' own shifted cross-entropy is the mean NLL of the reference."""
+        if self._model is None:
+            raise self._not_ready()
+        return await asyncio.to_thread(self._score, list(messages), reference, adapter)
+
+    def _score(
+        self, messages: list[Message], reference: str, adapter: Adapter | None
+    ) -> ReferenceScore:
+        import torch
+
+        from sage_tui.core.engines.reference_score import check_fits, reference_span
+
+        with self._lock:  # adapters are model state shared by every request
+            if self._model is None:
+                raise self._not_ready()
+            ids, start, end = reference_span(
+                self._tokenizer, messages, reference, self._eos_ids, self.config.model_name
+            )
+            check_fits(len(ids), self.config.max_model_len, self.config.model_name)
+            apply_engine_threads(self.reply_threads())
+            self._activate(adapter)
+            input_ids = torch.tensor([ids[:end]], dtype=torch.long, device=self._device)
+            labels = input_ids.clone()
+            labels[:, :start] = -100
+            try:
+                with torch.inference_mode():
+                    loss = self._model(input_ids=input_ids, labels=labels).loss
+            except Exception as exc:
+                raise EngineError(f"scoring the reference failed: {one_line(exc)}") from exc
+        return ReferenceScore(float(loss), end - start)
 
     def _activate(self, adapter: Adapter | None) -> None:
         """Make exactly `adapter` (or none) active for generate()."""

@@ -30,6 +30,7 @@ from sage_tui.core.engines.base import (
     Engine,
     EngineConfig,
     Message,
+    ReferenceScore,
     Sampling,
 )
 from sage_tui.core.engines.context import fit_context
@@ -38,10 +39,11 @@ from sage_tui.core.engines.kinds import default_engine_factory, resolve_engine_k
 from sage_tui.core.engines.memory_return import wait_for_memory_return
 from sage_tui.core.engines.plan import Hardware, ModelShape
 from sage_tui.core.engines.reply import Reply, ReplyStats
+from sage_tui.core.engines.request_failure import EngineStopped, request_failure
 from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.runtime_tuning import engine_starting
 from sage_tui.core.store import ModelRecord
-from sage_tui.errors import ModelError, SageError, describe_error
+from sage_tui.errors import SageError, describe_error
 
 EngineFactory = Callable[[str, EngineConfig], Engine]
 HardwareProbe = Callable[[], Hardware]
@@ -54,10 +56,6 @@ MEMORY_RETURN_TOLERANCE = 512 * 1024**2
 
 class SwitchFailed(SageError):
     """A model could not be loaded; the message says why and what is loaded instead."""
-
-
-class EngineStopped(SageError):
-    """The engine that was serving died (its process was killed or crashed)."""
 
 
 @dataclass(frozen=True)
@@ -304,32 +302,7 @@ class EngineManager:
         sampling = (sampling or Sampling()).check()
         if not messages or not messages[-1].get("content", "").strip():
             raise SageError("the message is empty: type something to send")
-        record = self.registry.get(model) if model is not None else self.current_model
-        if record is None:
-            raise SageError("no model is active: choose one on the Models screen")
-        if self._engine is None:
-            await self.ensure_loaded()
-        async with self._lock:  # wait for a switch in progress
-            engine, base = self._engine, self._base
-        if engine is None or base is None:
-            raise SageError("no engine is running: choose a model first")
-        adapter = None
-        if record.kind == "adapter":
-            if record.base_model != base.name:
-                raise ModelError(
-                    f"adapter {record.name} belongs to {record.base_model}, but the engine runs"
-                    f" {base.name}: switch to {record.name} to load its base"
-                )
-            adapter = self._adapters.adapter(record)
-            if adapter.rank > engine.config.max_lora_rank:
-                raise ModelError(
-                    f"adapter {record.name} has rank {adapter.rank}, above the engine's"
-                    f" {engine.config.max_lora_rank}: switch to it to reload the engine"
-                )
-        elif record.name != base.name:
-            raise ModelError(
-                f"{record.name} is not loaded (the engine runs {base.name}): switch to it first"
-            )
+        engine, record, adapter = await self._serving(model)
         prompt, sampling, trimmed = await fit_context(engine, list(messages), sampling)
         request_id = request_id or f"chat-{next(self._request_ids)}-{int(time.time() * 1000)}"
         stats = ReplyStats(
@@ -341,6 +314,34 @@ class EngineManager:
         return Reply(
             request_id, stats, self._stream(engine, prompt, sampling, adapter, request_id, stats)
         )
+
+    async def score_reference(
+        self, messages: Sequence[Message], reference: str, *, model: str | None = None
+    ) -> ReferenceScore:
+        """How likely `model` (default: the active one) finds `reference` as its reply to
+        `messages`: the mean NLL per reference token (nats) and how many tokens were scored.
+
+        The same checks as a reply (the model on the loaded base, its folder there); the
+        conversation is not trimmed: one that does not fit is refused with the limit.
+        """
+        engine, _record, adapter = await self._serving(model)
+        try:
+            return await engine.score_reference(list(messages), reference, adapter)
+        except Exception as err:
+            raise request_failure(engine, adapter, err) from err
+
+    async def _serving(self, model: str | None) -> tuple[Engine, ModelRecord, Adapter | None]:
+        """The engine, the model's record and its adapter for a request from `model`."""
+        record = self.registry.get(model) if model is not None else self.current_model
+        if record is None:
+            raise SageError("no model is active: choose one on the Models screen")
+        if self._engine is None:
+            await self.ensure_loaded()
+        async with self._lock:  # wait for a switch in progress
+            engine, base = self._engine, self._base
+        if engine is None or base is None:
+            raise SageError("no engine is running: choose a model first")
+        return engine, record, self._adapters.for_request(record, base, engine.config)
 
     async def _stream(
         self,
@@ -364,11 +365,12 @@ class EngineManager:
                     stats.seconds = time.monotonic() - started
                     yield delta
             except Exception as err:
-                reason = engine.failure()
-                if reason is None:
+                failure = request_failure(engine, adapter, err)
+                if failure is err:
                     raise
-                stats.finish_reason = "abort"
-                raise EngineStopped(f"engine stopped: {reason}") from err
+                if isinstance(failure, EngineStopped):
+                    stats.finish_reason = "abort"
+                raise failure from err
         except asyncio.CancelledError:
             stats.finish_reason = "abort"
             await engine.abort(request_id)

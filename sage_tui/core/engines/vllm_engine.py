@@ -9,6 +9,7 @@ switching between adapters of the loaded base model needs no reload.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -21,9 +22,13 @@ from sage_tui.core.engines.base import (
     EngineConfig,
     EngineError,
     Message,
+    ReferenceScore,
     Sampling,
 )
+from sage_tui.core.engines.request_gate import RequestGate
 from sage_tui.errors import one_line
+
+_score_ids = itertools.count(1)
 
 
 class VllmEngine(Engine):
@@ -35,12 +40,17 @@ class VllmEngine(Engine):
         super().__init__(config)
         self._llm: Any = None
         self._tokenizer: Any = None
+        self._end_ids: set[int] = set()
+        self._gate = RequestGate()
 
     async def start(self) -> None:
         """Build the engine in a thread; the EngineCore child loads the weights."""
         try:
             self._llm = await asyncio.to_thread(self._build)
             self._tokenizer = self._llm.get_tokenizer()
+            from sage_tui.core.engines.reference_score import end_of_turn_ids
+
+            self._end_ids = end_of_turn_ids(self._tokenizer, self.config.model_path)
         except Exception as err:  # vLLM raises many kinds; the message is what matters
             raise EngineError(
                 f"vLLM could not load {self.config.model_name} from {self.config.model_path}:"
@@ -91,7 +101,6 @@ class VllmEngine(Engine):
     ) -> AsyncIterator[Delta]:
         """Stream the reply; cancelling the consumer aborts the request inside vLLM."""
         from vllm import SamplingParams
-        from vllm.lora.request import LoRARequest
         from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(
@@ -101,25 +110,72 @@ class VllmEngine(Engine):
             seed=sampling.seed,
             output_kind=RequestOutputKind.DELTA,
         )
-        lora = (
-            LoRARequest(adapter.name, adapter.lora_id, adapter.path)
-            if adapter is not None
-            else None
-        )
+        lora = _lora(adapter)
         finish: str | None = None
-        async for output in self._llm.generate(
-            {"prompt_token_ids": prompt_ids}, params, request_id, lora_request=lora
-        ):
-            piece = output.outputs[0]
-            finish = piece.finish_reason
-            if output.finished and finish is None:
-                finish = "abort"
-            if piece.text or piece.token_ids or output.finished:
-                yield Delta(piece.text, len(piece.token_ids), finish if output.finished else None)
-            if output.finished:
-                return
+        async with self._gate.shared():
+            async for output in self._llm.generate(
+                {"prompt_token_ids": prompt_ids}, params, request_id, lora_request=lora
+            ):
+                piece = output.outputs[0]
+                finish = piece.finish_reason
+                if output.finished and finish is None:
+                    finish = "abort"
+                if piece.text or piece.token_ids or output.finished:
+                    yield Delta(
+                        piece.text, len(piece.token_ids), finish if output.finished else None
+                    )
+                if output.finished:
+                    return
         # The generator ends without a finished output when the request was aborted.
         yield Delta("", 0, "abort")
+
+    async def score_reference(
+        self, messages: Sequence[Message], reference: str, adapter: Adapter | None
+    ) -> ReferenceScore:
+        """Teacher-forced: the conversation and the reference go in as one prompt, and vLLM
+        returns each prompt token's log-probability (`prompt_logprobs=0`: the token's own,
+        no alternatives); one token is sampled and thrown away.
+
+        It runs alone in the engine (`request_gate`). vLLM skips its prefix cache for it (the
+        logprobs need the whole prefill). In vLLM up to at least 0.32 an adapter's `lm_head`
+        delta is left out of prompt logprobs (vllm#51594): the studio's adapters train every
+        linear layer but lm_head, so their scores are whole.
+        """
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        from sage_tui.core.engines.reference_score import check_fits, from_logprobs, reference_span
+
+        if self._llm is None:
+            raise EngineError(f"the engine for {self.config.model_name} is not started")
+        ids, start, end = await asyncio.to_thread(
+            reference_span,
+            self._tokenizer,
+            messages,
+            reference,
+            self._end_ids,
+            self.config.model_name,
+        )
+        check_fits(len(ids), self.config.max_model_len, self.config.model_name)
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            prompt_logprobs=0,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final = None
+        async with self._gate.alone():  # see request_gate: batched, it kills the EngineCore
+            async for output in self._llm.generate(
+                {"prompt_token_ids": ids},
+                params,
+                f"score-{next(_score_ids)}",
+                lora_request=_lora(adapter),
+            ):
+                final = output
+        logprobs = final.prompt_logprobs if final is not None else None
+        if not logprobs or len(logprobs) < end:
+            raise EngineError("vLLM returned no log-probabilities for the reference")
+        return from_logprobs([logprobs[i][ids[i]].logprob for i in range(start, end)])
 
     async def abort(self, request_id: str) -> None:
         """Abort one request; its stream ends."""
@@ -142,6 +198,15 @@ class VllmEngine(Engine):
             # lingers, when vLLM's module globals are gone ("'NoneType' object is not
             # callable"). It is already shut down: make the second call do nothing.
             llm.shutdown = lambda *args, **kwargs: None
+
+
+def _lora(adapter: Adapter | None) -> Any:
+    """The request's LoRARequest (None for the base model)."""
+    if adapter is None:
+        return None
+    from vllm.lora.request import LoRARequest
+
+    return LoRARequest(adapter.name, adapter.lora_id, adapter.path)
 
 
 def child_environ(config: EngineConfig) -> dict[str, str]:
