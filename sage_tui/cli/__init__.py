@@ -17,6 +17,7 @@ from sage_tui.cli import arena as cli_arena
 from sage_tui.cli import compare as cli_compare
 from sage_tui.cli import data as cli_data
 from sage_tui.cli import evaluate as cli_evaluate
+from sage_tui.cli import models as cli_models
 from sage_tui.cli import training as cli_training
 from sage_tui.cli.output import AnswerWriter, show
 from sage_tui.config import ENGINES, Settings
@@ -38,22 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("doctor", help="show what sage-tui finds on this machine")
 
-    models = commands.add_parser("models", help="list, pull, import or remove models")
-    models_cmd = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    models_cmd.add_parser("list", help="registered base models and adapters")
-    pull = models_cmd.add_parser("pull", help="provision a built-in model")
-    pull.add_argument("name", help="built-in model name, e.g. smollm2-135m-instruct")
-    imp = models_cmd.add_parser("import", help="register a local model folder or a HF id")
-    imp.add_argument("source", help="a model folder, or a Hugging Face id like Qwen/Qwen2.5-0.5B")
-    imp.add_argument("--name", help="name to register it under (default: from the source)")
-    imp.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow the model's own Python code to run when it is loaded (off by default)",
-    )
-    rm = models_cmd.add_parser("remove", help="forget a model (its files stay)")
-    rm.add_argument("name")
-
     ask = commands.add_parser("ask", help="one reply from the active (or a named) model")
     ask.add_argument("prompt")
     ask.add_argument("--model", help="a registered model or adapter (default: the active one)")
@@ -63,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--temperature", type=float, default=defaults.temperature)
     ask.add_argument("--top-p", type=float, default=defaults.top_p)
     ask.add_argument("--stats", action="store_true", help="print time to first token, tokens/s")
+    cli_models.add_commands(commands)
     cli_training.add_commands(commands)
     cli_data.add_commands(commands)
     cli_arena.add_commands(commands)
@@ -81,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":
             return _doctor(settings)
         if args.command == "models":
-            return _models(settings, args)
+            return cli_models.run(settings, args)
         if args.command == "ask":
             return _ask(settings, args)
         if args.command in ("finetune", "jobs", "use"):
@@ -122,34 +108,6 @@ def _doctor(settings: Settings) -> int:
         else "sage-tui cannot run here until the FAIL lines are fixed."
     )
     return 0 if ok else 1
-
-
-def _models(settings: Settings, args: argparse.Namespace) -> int:
-    from sage_tui.services import open_services
-
-    services = open_services(settings)
-    registry = services.registry
-    if args.models_command == "list":
-        active = registry.active_name
-        for model in registry.list():
-            mark = "*" if model.name == active else " "
-            base = f"  (adapter of {model.base_model})" if model.base_model else ""
-            show(f"{mark} {model.name:<32} {model.kind:<7} {model.source:<8} {model.path}{base}")
-    elif args.models_command == "pull":
-        record = registry.pull(args.name, progress=_say)
-        show(f"{record.name} registered: {record.path}")
-    elif args.models_command == "import":
-        record = registry.import_model(
-            args.source,
-            name=args.name,
-            progress=_say,
-            trust_remote_code=args.trust_remote_code,
-        )
-        show(f"{record.name} registered: {record.path}")
-    elif args.models_command == "remove":
-        registry.remove(args.name)
-        show(f"{args.name} removed from the registry (its files stay on disk)")
-    return 0
 
 
 def _ask(settings: Settings, args: argparse.Namespace) -> int:

@@ -257,6 +257,29 @@ class Store:
         with self.transaction() as db:
             return db.execute("DELETE FROM models WHERE name = ?", (name,)).rowcount > 0
 
+    def rename_model(self, old: str, new: str) -> None:
+        """Give model `old` the name `new` everywhere it is named: its adapters' base, the jobs
+        on it, the votes and replies of it, the active model. One transaction."""
+        with self.transaction() as db:
+            db.execute("UPDATE models SET name = ? WHERE name = ?", (new, old))
+            db.execute("UPDATE models SET base_model = ? WHERE base_model = ?", (new, old))
+            db.execute("UPDATE jobs SET base_model = ? WHERE base_model = ?", (new, old))
+            for column in ("base_model", "model_a", "model_b"):
+                db.execute(f"UPDATE votes SET {column} = ? WHERE {column} = ?", (new, old))
+            db.execute("UPDATE conversations SET model = ? WHERE model = ?", (new, old))
+            db.execute("UPDATE messages SET model = ? WHERE model = ?", (new, old))
+            db.execute(
+                "UPDATE conversations SET models = (SELECT json_group_array(CASE WHEN value = ?"
+                " THEN ? ELSE value END) FROM json_each(conversations.models))"
+                " WHERE models IS NOT NULL"
+                " AND EXISTS (SELECT 1 FROM json_each(conversations.models) WHERE value = ?)",
+                (old, new, old),
+            )
+            db.execute(
+                "UPDATE settings SET value = ? WHERE key = ? AND value = ?",
+                (new, ACTIVE_MODEL_KEY, old),
+            )
+
     # -- settings ---------------------------------------------------------------------------
 
     def get_setting(self, key: str) -> str | None:

@@ -24,6 +24,7 @@ from sage_tui.studio.engine import EngineDesk
 from sage_tui.studio.evaluation import EvalDesk
 from sage_tui.studio.gpu_use import GpuUseDesk
 from sage_tui.studio.jobs import JobDesk
+from sage_tui.studio.models import ModelDesk
 from sage_tui.studio.state import ActiveModelChanged, ModelsChanged, Observer, Observers
 
 
@@ -41,6 +42,7 @@ class Studio:
         self.arena = ArenaDesk(services)
         self.compare = CompareDesk(self.engine)
         self.evaluation = EvalDesk(self.jobs, self.compare)
+        self.models = ModelDesk(services, self.observers, self.arena)
         self.gpu_use = GpuUseDesk(services.processes, self.observers)
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
@@ -48,10 +50,6 @@ class Studio:
         return self.observers.subscribe(observer)
 
     # -- models -------------------------------------------------------------------------------
-
-    def models(self) -> list[ModelRecord]:
-        """Every registered model, base models first."""
-        return self.services.registry.list()
 
     def provision_default(self, progress: Progress) -> bool:
         """Provision the built-in default model if it is missing (first launch); True if it

@@ -174,6 +174,48 @@ class ModelRegistry:
         os.environ["SAGE_STUDIO_LLM_PATH"] = record.path
         return record
 
+    def check_new_name(self, name: str) -> str:
+        """`name`, if it is a usable model name that no model has yet; ModelError otherwise."""
+        _check_name(name)
+        if self.store.get_model(name) is not None:
+            raise ModelError(f"a model named {name!r} is registered already: choose another name")
+        return name
+
+    def register_merged(
+        self, name: str, folder: Path, *, base: ModelRecord, adapter: ModelRecord
+    ) -> ModelRecord:
+        """Register the folder an adapter was merged into as a base model of its own."""
+        check_model_folder(folder)
+        config: dict[str, object] = {"merged_from": adapter.name, "base": base.name}
+        if remote_code_allowed(base):
+            config[TRUST_REMOTE_CODE] = True
+        return self._register(
+            ModelRecord(name=name, kind="base", source="merged", path=str(folder), config=config)
+        )
+
+    def rename(self, old: str, new: str) -> ModelRecord:
+        """Give `old` the name `new`; its adapters, jobs, votes and chats follow it."""
+        record = self.get(old)
+        if new == old:
+            raise ModelError(f"{old} is already called {new}")
+        self.check_new_name(new)
+        if record.source == "builtin":
+            raise ModelError(
+                f"{old} is a built-in model and keeps its name (the studio provisions it under"
+                " it); import its folder under another name instead"
+            )
+        self.store.rename_model(old, new)
+        if self.active_name == new:
+            self.set_active(new, self._active_engine())
+        return self.get(new)
+
+    def _active_engine(self) -> str:
+        try:
+            info = json.loads(self.paths.active_model_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return ""
+        return str(info.get("engine", "")) if isinstance(info, dict) else ""
+
     def remove(self, name: str) -> None:
         """Forget model `name` (its files stay on disk)."""
         self.get(name)

@@ -26,4 +26,7 @@ def register_job_adapter(registry: ModelRegistry, job: Job) -> ModelRecord:
         raise SageError(f"job {job.id} is {job.status}, not completed: nothing to use yet")
     if not job.folder.has_adapter():
         raise SageError(f"job {job.id} has no adapter in {job.output_dir}")
-    return registry.register_adapter(adapter_name(job.id), job.folder.path, job.base_model)
+    # Registered before and renamed since: it keeps the name the user gave it.
+    folder = str(job.folder.path.absolute())
+    known = next((m.name for m in registry.adapters_of(job.base_model) if m.path == folder), None)
+    return registry.register_adapter(known or adapter_name(job.id), job.folder.path, job.base_model)

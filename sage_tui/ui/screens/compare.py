@@ -112,7 +112,7 @@ class CompareScreen(StudioScreen):
     def load_models(self, chosen: list[str] | None) -> None:
         """Read the registered models off the event loop; select `chosen` (or keep the
         current choice)."""
-        names = [record.name for record in self.app.studio.models()]
+        names = [record.name for record in self.app.studio.models.list()]
         self.app.call_from_thread(self._fill_models, names, chosen)
 
     def _fill_models(self, names: list[str], chosen: list[str] | None) -> None:

@@ -39,7 +39,7 @@ class ModelsScreen(StudioScreen):
     )
     def load_models(self) -> None:
         """Read the registry off the event loop, then fill the table."""
-        models, active = self.app.studio.models(), self.app.services.registry.active_name
+        models, active = self.app.studio.models.list(), self.app.services.registry.active_name
         self.app.call_from_thread(self._fill, models, active)
 
     def _fill(self, models: list[ModelRecord], active: str | None) -> None:
