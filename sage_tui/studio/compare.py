@@ -3,7 +3,8 @@
 The engine serves a base model and its LoRA adapters per request, so the base and several
 adapters answer the same prompt as concurrent requests of one engine, with no reload. A model
 on another base is refused before anything is sent; a pane that fails (an adapter deleted from
-disk under the request, the engine dying) ends with its error and the others go on.
+disk under the request or removed from the models since it was chosen, the engine dying) ends
+with its error and the others go on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from sage_tui.core.engines.base import Message, Sampling
 from sage_tui.core.engines.reply import Reply, ReplyStats
 from sage_tui.core.store import ModelRecord
-from sage_tui.errors import SageError, describe_error
+from sage_tui.errors import ModelError, SageError, describe_error
 from sage_tui.studio.engine import EngineDesk
 
 MAX_MODELS = 4
@@ -53,15 +54,28 @@ class CompareDesk:
     def __init__(self, engine: EngineDesk) -> None:
         self.engine = engine
 
-    def base_for(self, names: Sequence[str]) -> ModelRecord:
-        """The one base model under `names`; CompareError naming the problem otherwise."""
+    def base_for(self, names: Sequence[str], gone: dict[str, str] | None = None) -> ModelRecord:
+        """The one base model under `names`; CompareError naming the problem otherwise.
+
+        With `gone`, a model no longer registered is not an error: why goes into `gone` under
+        its name, and the base is that of the others (one of them must still be there).
+        """
         if not 2 <= len(names) <= MAX_MODELS:
             raise CompareError(f"compare needs 2 to {MAX_MODELS} models, got {len(names)}")
         if len(set(names)) != len(names):
             twice = sorted({name for name in names if list(names).count(name) > 1})
             raise CompareError(f"{', '.join(twice)} is chosen twice: choose different models")
         registry = self.engine.registry
-        bases = {name: registry.base_of(registry.get(name)) for name in names}
+        bases = {}
+        for name in names:
+            try:
+                bases[name] = registry.base_of(registry.get(name))
+            except ModelError:
+                if gone is None or len(gone) + 1 == len(names):
+                    raise
+                gone[name] = (
+                    f"{name} was removed from the models after it was chosen: it cannot answer"
+                )
         first, base = next(iter(bases.items()))
         for name, other in bases.items():
             if other.name != base.name:
@@ -86,20 +100,29 @@ class CompareDesk:
         replies then share the engine's batch.
         """
         sent = messages if isinstance(messages, Mapping) else dict.fromkeys(names, messages)
-        base = await asyncio.to_thread(self.base_for, names)
+        gone: dict[str, str] = {}
+        base = await asyncio.to_thread(self.base_for, names, gone)
+        here = [name for name in names if name not in gone]
         loaded = self.engine.manager.loaded_base
         if loaded is None or loaded.name != base.name:
-            await self.engine.start(names[0], raise_errors=True)
-        for name in names:  # a no-op unless an adapter's LoRA rank is above the engine's
+            await self.engine.start(here[0], raise_errors=True)
+        for name in here:  # a no-op unless an adapter's LoRA rank is above the engine's
             await self.engine.manager.ensure_loaded(name)
+        now = time.monotonic()
         return list(
             await asyncio.gather(
                 *(
-                    self._one(index, name, sent[name], sampling, on_piece, on_start)
+                    self._gone(name, now, gone[name])
+                    if name in gone
+                    else self._one(index, name, sent[name], sampling, on_piece, on_start)
                     for index, name in enumerate(names)
                 )
             )
         )
+
+    @staticmethod
+    async def _gone(name: str, now: float, why: str) -> Compared:
+        return Compared(name, "", None, now, now, why)
 
     async def _one(
         self,
