@@ -12,6 +12,7 @@ from sage_tui.core.models.builtin import BUILTIN_MODELS, is_provisioned, provisi
 from sage_tui.paths import Paths, resolve_home
 from sage_tui.services import Services, open_services
 from tests.support.fake_engine import FakeEngines
+from tests.support.fake_processes import TableProcesses
 
 pytest_plugins = ["tests.support.supervising"]
 
@@ -51,13 +52,15 @@ def engines() -> FakeEngines:
 @pytest.fixture
 def services(settings: Settings, engines: FakeEngines) -> Services:
     """Services over a fresh home, with fixed resource figures (no GPU), the scripted fake
-    engine, no GPUs for the job queue and no built-in model provisioned at launch: fast and
-    deterministic for UI tests."""
+    engine, no GPUs for the job queue, an empty process table (no real process decides who
+    holds a GPU: every GPU process is another's, not visible here) and no built-in model
+    provisioned at launch: fast and deterministic for UI tests."""
     built = open_services(
         settings.with_changes(default_model=""),
         monitor=FakeMonitor(no_gpu_snapshot()),
         engine_factory=engines,
         devices=lambda: [],
+        processes=TableProcesses(),
     )
     yield built
     built.store.close()

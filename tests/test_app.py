@@ -79,12 +79,12 @@ async def test_status_line_shows_every_gpu(services: Services) -> None:
     async with app.run_test(size=(160, 30)) as pilot:
         await settle(app)
         resources = status_text(app, "resources")
-        assert "GPU0 61.0 GiB/80.0 GiB 87%" in resources
-        assert "GPU1 2.0 GiB/80.0 GiB 0%" in resources
+        assert "GPU0 61.0/80.0 GiB 87%" in resources
+        assert "GPU1 2.0/80.0 GiB 0%" in resources
         assert "qwen-7b" in status_text(app, "model")
         await pilot.press("f2")  # every screen carries the same figures
         await pilot.pause()
-        assert "GPU0 61.0 GiB/80.0 GiB" in status_text(app, "resources")
+        assert "GPU0 61.0/80.0 GiB" in status_text(app, "resources")
     assert await closed(monitor)
 
 

@@ -25,6 +25,7 @@ from textual.reactive import reactive
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from sage_tui.core.gpu import ResourceSnapshot
+from sage_tui.core.gpu_history import GpuHistory
 from sage_tui.core.safe_text import visible
 from sage_tui.core.training.jobs import Job
 from sage_tui.errors import SageError, describe_error
@@ -39,6 +40,7 @@ from sage_tui.ui.messages import (
     StudioEventArrived,
     SwitchModelRequested,
 )
+from sage_tui.ui.modals.gpu_panel import GpuPanel
 from sage_tui.ui.plain_text import ControlFilter
 from sage_tui.ui.screens.chat import ChatScreen
 from sage_tui.ui.screens.compare import CompareScreen
@@ -61,7 +63,8 @@ class SageApp(App[None]):
 
     TITLE = "sage-tui"
     CSS_PATH = [
-        STYLES / f"{name}.tcss" for name in ("app", "finetune", "models", "chat", "compare")
+        STYLES / f"{name}.tcss"
+        for name in ("app", "finetune", "models", "chat", "compare", "gpu_panel")
     ]
     MODES = {
         "finetune": FinetuneScreen,
@@ -76,6 +79,7 @@ class SageApp(App[None]):
         Binding("2,f2", "switch_mode('models')", "Models", id="mode.models"),
         Binding("3,f3", "switch_mode('chat')", "Chat", id="mode.chat"),
         Binding("4,f4", "switch_mode('compare')", "Compare", id="mode.compare"),
+        Binding("ctrl+g", "gpu_panel", "GPUs", id="app.gpus"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
@@ -105,6 +109,8 @@ class SageApp(App[None]):
         """What the Compare screen shows next (models, or a saved conversation)."""
         self._unsubscribe = self.studio.subscribe(self._studio_event)
         self._control_filter = ControlFilter()
+        self.gpu_history = GpuHistory()
+        """Each GPU's recent utilisation and memory, for the GPU panel's sparklines."""
 
     def get_line_filters(self) -> Sequence[LineFilter]:
         """Textual's filters, then `ControlFilter`: no terminal control in any widget's text
@@ -194,13 +200,15 @@ class SageApp(App[None]):
         thread=True, exclusive=True, exit_on_error=False, group="resources", description="poll GPU"
     )
     def poll_resources(self) -> None:
-        """Sample GPU / CPU / RAM about once a second until the App exits."""
+        """Sample GPU / CPU / RAM about once a second, with who holds each GPU, until the App
+        exits."""
         worker = get_current_worker()
         interval = self.services.settings.resource_poll_seconds
         monitor = self.services.monitor
+        who_holds = self.studio.gpu_use.attribute
         try:
             while not worker.is_cancelled:
-                self.post_message(ResourcesSampled(monitor.sample()))
+                self.post_message(ResourcesSampled(who_holds(monitor.sample())))
                 worker.cancelled_event.wait(interval)
         finally:
             monitor.close()  # NVML is shut down with the poller (it reopens on demand)
@@ -310,7 +318,13 @@ class SageApp(App[None]):
 
     @on(ResourcesSampled)
     def _resources_sampled(self, message: ResourcesSampled) -> None:
+        self.gpu_history.add(message.snapshot)
         self.resources = message.snapshot
+
+    def action_gpu_panel(self) -> None:
+        """Show who holds each GPU, with recent utilisation and memory (Esc closes it)."""
+        if not isinstance(self.screen, GpuPanel):
+            self.push_screen(GpuPanel())
 
     @on(ModelProvisioning)
     def _model_provisioning(self, message: ModelProvisioning) -> None:
