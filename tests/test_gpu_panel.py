@@ -124,10 +124,11 @@ async def test_the_status_line_fits_two_gpus_at_120_columns(services: Services) 
     services.store.set_setting(ACTIVE_MODEL_KEY, "qwen2.5-7b-instruct")
     services.monitor.snapshot = two_gpu_snapshot()
     app = SageApp(services)
-    async with app.run_test(size=(120, 30)):
-        await settle(app)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await engine_tried(app)  # the model's folder is not there: its load fails, then
+        app.engine = EngineStatus(EngineState.READY, "qwen2.5-7b-instruct")  # as if served
         await until(lambda: app.resources is not None)
-        await settle(app)
+        await pilot.pause()
         parts = [
             app.screen.query_one(f".status-{p}", Static) for p in ("tabs", "model", "resources")
         ]

@@ -34,9 +34,11 @@ async def _ready(pilot) -> None:
     await engine_tried(app)
     app.engine = EngineStatus(EngineState.READY, "qwen2.5-7b-instruct")
     await until(
-        lambda: app.resources is not None
-        and app.resources.owners
-        and app.resources.owners[0].share(job_owner("ft-3")) is not None
+        lambda: (
+            app.resources is not None
+            and app.resources.owners
+            and app.resources.owners[0].share(job_owner("ft-3")) is not None
+        )
     )
     await settle(app)
 
@@ -56,6 +58,9 @@ def test_gpu_panel(snap_compare, app: SageApp) -> None:
 def test_status_line_with_owners(snap_compare, app: SageApp) -> None:
     async def show(pilot) -> None:
         await _ready(pilot)
+        box = pilot.app.screen.query_one("#chat-input")
+        box.focus()  # the cursor is in the snapshot: always in the same box
+        await until(lambda: pilot.app.focused is box)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(160, 24), run_before=show)
