@@ -59,7 +59,8 @@ def test_status_line_with_owners(snap_compare, app: SageApp) -> None:
     async def show(pilot) -> None:
         await _ready(pilot)
         box = pilot.app.screen.query_one("#chat-input")
-        box.focus()  # the cursor is in the snapshot: always in the same box
+        box.cursor_blink = False  # the cursor is in the snapshot: shown, in the same box
+        box.focus()
         await until(lambda: pilot.app.focused is box)
         await pilot.pause()
 
