@@ -57,11 +57,21 @@ def test_finetune_use_ask(provisioned_services: Services) -> None:
         "128",
         "--save-steps",
         "10",
+        "--probe",
+        QUESTION,
+        "--probe-max-tokens",
+        "8",
         "--wait",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "mascot"
     assert "step 30/30" in done.stderr and "mascot: completed" in done.stderr
+    # The probe's answers as they came: the base's, then the last checkpoint's beside them.
+    assert "probes at step 0 (the base model" in done.stderr
+    last = done.stderr[done.stderr.index("probes at step 30 (checkpoint-30") :]
+    assert f"\n  {QUESTION}\n    before: " in last and "\n    now:    " in last
+    shown = cli(home, "jobs", "show", "mascot")
+    assert "probes at step 30 (checkpoint-30" in shown.stdout and "before: " in shown.stdout
 
     listed = cli(home, "jobs", "list")
     assert listed.stdout.startswith("mascot") and "completed" in listed.stdout
@@ -97,6 +107,11 @@ def test_finetune_refusals_create_nothing(capsys, provisioned_services: Services
         ),
         (["--base", BUILTIN, "--data", str(FACTS), "--gpu", "x"], "--gpu: GPUs 'x': expected"),
         (["--base", BUILTIN, "--data", str(FACTS), "--gpu", "99"], "pinned to GPU 99"),
+        (["--base", BUILTIN, "--data", str(FACTS), "--probe", " "], "probe prompt 1 is empty"),
+        (
+            ["--base", BUILTIN, "--data", str(FACTS), "--probe", "a", "--probe-max-tokens", "0"],
+            "probe max tokens 0 must be in 1..512",
+        ),
     ]
     for argv, expected in cases:
         code, _, err = run(capsys, "--home", home, "finetune", *argv)

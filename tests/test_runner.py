@@ -16,6 +16,7 @@ from sage_tui.core.data.loss_mask import MaskTally
 from sage_tui.core.training.events import read_events
 from sage_tui.core.training.job_folder import STOP_FILE, JobFolder
 from sage_tui.core.training.jobs import Job
+from sage_tui.core.training.probes import probe_round
 from sage_tui.core.training.runner import (
     describe_failure,
     last_checkpoint,
@@ -26,6 +27,7 @@ from sage_tui.core.training.training_rows import write_training_rows
 
 REPO = Path(__file__).resolve().parent.parent
 FACTS = REPO / "sample_data" / "sage_tui_facts.jsonl"
+PROBE = "Who is the sage-tui mascot?"
 
 
 def write_spec(job_dir: Path, base: Path, **values) -> JobSpec:
@@ -97,7 +99,7 @@ def test_stop_then_resume_finishes_with_an_adapter_that_learned(
     tmp_path: Path, builtin_model_dir: Path
 ) -> None:
     job = tmp_path / "facts-job"
-    write_spec(job, builtin_model_dir)
+    write_spec(job, builtin_model_dir, probes=(PROBE,), probe_max_tokens=8)
     runner = start(job)
     deadline = time.monotonic() + 600
     while "checkpoint" not in kinds(job):  # the first checkpoint (step 10) is written
@@ -140,6 +142,16 @@ def test_stop_then_resume_finishes_with_an_adapter_that_learned(
     assert all(-100 in row["labels"] and row["labels"][-2] != -100 for row in rows)
     assert "loss on assistant replies only: 4 rows:" in (job / "train.log").read_text()
     assert "Orla" in taught_answer(builtin_model_dir, job, "Who is the sage-tui mascot?")
+    # Probes: the base's answers at step 0 (once: the resumed run has them), then one round
+    # after each checkpoint saved, except the one a stop asked for (it is not held up).
+    rounds = [r for e in events if (r := probe_round(e)) is not None]
+    saved = [int(e.data["path"].rsplit("-", 1)[1]) for e in events if e.kind == "checkpoint"]
+    assert [(r.step, r.checkpoint) for r in rounds] == [(0, None)] + [
+        (step, f"checkpoint-{step}") for step in saved if step != stopped.data["step"]
+    ]
+    assert saved[-1] == 30 and all(r.error is None for r in rounds)
+    assert all([a.prompt for a in r.answers] == [PROBE] and r.answers[0].answer for r in rounds)
+    print("probe rounds (s):", [r.seconds for r in rounds])
 
 
 def test_a_bad_dataset_fails_with_the_reason(tmp_path: Path, builtin_model_dir: Path) -> None:

@@ -40,6 +40,14 @@ def spec(tmp_path: Path) -> JobSpec:
         ({"train_on_prompts": "yes"}, "train_on_prompts 'yes' must be true or false"),
         ({"strip_special_tokens": 1}, "strip_special_tokens 1 must be true or false"),
         ({"columns": {"output": ""}}, "columns {'output': ''} must map names"),
+        ({"probes": ("ok", " ")}, "probe prompt 2 is empty"),
+        ({"probes": ("x" * 501,)}, "probe prompt 1 has 501 characters: at most 500"),
+        ({"probes": tuple("abcdef")}, "6 probe prompts: at most 5"),
+        ({"probes": "one prompt"}, "probes 'one prompt' must be a list of prompts"),
+        ({"probes": (1,)}, "probes (1,) must be a list of prompts"),
+        ({"probe_max_tokens": 0}, "probe max tokens 0 must be in 1..512"),
+        ({"probe_max_tokens": 513}, "probe max tokens 513 must be in 1..512"),
+        ({"probe_max_tokens": True}, "probe max tokens True must be in 1..512"),
         ({"dataset": "/nonexistent/data.jsonl"}, "dataset /nonexistent/data.jsonl does not exist"),
         (
             {"base_path": "/nonexistent/model"},
@@ -81,6 +89,23 @@ def test_masking_settings_round_trip_and_an_old_spec_loads_with_their_defaults(
         del old[name]
     path.write_text(json.dumps(old))
     assert JobSpec.from_file(path) == spec
+
+
+def test_probes_round_trip_and_an_old_spec_loads_without_them(
+    spec: JobSpec, tmp_path: Path
+) -> None:
+    assert (spec.probes, spec.probe_max_tokens) == ((), 48)
+    changed = spec.with_changes(probes=("Who is Orla?", "what does [/INST] mean?")).check()
+    path = tmp_path / "spec.json"
+    path.write_text(changed.to_json())
+    assert json.loads(path.read_text())["probes"] == ["Who is Orla?", "what does [/INST] mean?"]
+    assert JobSpec.from_file(path) == changed
+    old = json.loads(spec.to_json())
+    del old["probes"], old["probe_max_tokens"]
+    path.write_text(json.dumps(old))
+    assert JobSpec.from_file(path) == spec
+    # A list (as JSON and the CLI give it) is kept as a tuple.
+    assert spec.with_changes(probes=["a", "b"]).probes == ("a", "b")
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from textual.widgets import Input
 
 from sage_tui.core.training.divergence import divergence
 from sage_tui.core.training.events import EventWriter, read_events
+from sage_tui.core.training.probes import Prober
 from sage_tui.core.training.runner import make_reporter
 from sage_tui.ui.widgets.loss_chart import LossChartPanel, describe_losses
 from tests.support.waiting import until
@@ -47,7 +48,7 @@ def reporter_at(tmp_path: Path, step: int):
     from transformers import TrainerControl
 
     events = EventWriter(tmp_path)
-    reporter = make_reporter(events, tmp_path, None)
+    reporter = make_reporter(events, tmp_path, None, Prober((), 48, None, events))
     args = SimpleNamespace(learning_rate=0.05)
     state = SimpleNamespace(global_step=step, max_steps=100, epoch=0.4)
     return events, reporter, args, state, TrainerControl()

@@ -15,7 +15,7 @@ from sage_tui.cli.data import add_dataset_options, dataset_fields, how_to_fill
 from sage_tui.cli.output import show, show_bytes
 from sage_tui.config import Settings
 from sage_tui.errors import SageError
-from sage_tui.studio.formatting import job_cells, job_summary, progress_line
+from sage_tui.studio.formatting import job_cells, job_summary, probe_lines, progress_line
 
 JOB_FLAGS = {
     # flag: (spec field, type, help)
@@ -31,6 +31,7 @@ JOB_FLAGS = {
     "--eval-fraction": ("eval_fraction", float, "share of rows held out for eval loss"),
     "--seed": ("seed", int, "random seed"),
     "--save-steps": ("save_steps", int, "checkpoint every N steps"),
+    "--probe-max-tokens": ("probe_max_tokens", int, "tokens each probe answer may have (48)"),
 }
 
 
@@ -61,6 +62,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         metavar="N[,M]",
         default="",
         help="run on these GPUs, numbered as nvidia-smi numbers them (default: a free one)",
+    )
+    ft.add_argument(
+        "--probe",
+        action="append",
+        default=[],
+        metavar="PROMPT",
+        help="a prompt the model answers at step 0 and after each checkpoint, so the answers"
+        " show what it learns (repeatable, up to 5; slows training on CPU)",
     )
     ft.add_argument("--wait", action="store_true", help="follow the job until it ends")
 
@@ -108,6 +117,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         show(f"  output    {job.output_dir}")
         for key, value in sorted(vars(job.spec).items()):
             show(f"  {key:<16} {value}")
+        for line in probe_lines(jobs.detail(job.id).probes):
+            show(line)
     elif action == "logs":
         log = jobs.get(args.id).folder.log_file
         # The log's bytes when piped; on a terminal, made visible (they may not be UTF-8).
@@ -138,6 +149,7 @@ def _finetune(studio, args: argparse.Namespace) -> int:
                 if getattr(args, _dest(flag)) is not None
             },
             **({"extra": _expert_values(args.extra)} if args.extra else {}),
+            **({"probes": tuple(args.probe)} if args.probe else {}),
         },
         gpus=_gpus(args.gpu),
         **dataset_fields(args),
@@ -190,14 +202,22 @@ def _expert_values(pairs: list[str]) -> dict[str, object]:
 
 
 def _wait(studio, job_id: str) -> int:
-    """Follow a job to its end, one progress line per step on stderr."""
-    last_step = None
+    """Follow a job to its end, one progress line per step on stderr, and each new round of
+    its probes' answers."""
+    last_step, rounds = None, 0
     while True:
         studio.jobs.poll()
         job = studio.jobs.get(job_id)
-        if job.progress.step is not None and job.progress.step != last_step:
+        stepped = job.progress.step is not None and job.progress.step != last_step
+        if stepped:
             last_step = job.progress.step
             show(progress_line(job), file=sys.stderr)
+        if job.spec.probes and (stepped or not job.active):
+            probes = studio.jobs.detail(job_id).probes
+            if len(probes) > rounds:
+                rounds = len(probes)
+                for line in probe_lines(probes):
+                    show(line, file=sys.stderr)
         if not job.active:
             break
         time.sleep(1.0)

@@ -7,11 +7,13 @@ stays data. NaN or infinite figures from training print as `nan` / `inf`, never 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sage_tui.core.gpu import ResourceSnapshot, format_bytes
 from sage_tui.core.training.jobs import Job, JobStatus
 from sage_tui.core.training.placement import describe
+from sage_tui.core.training.probes import ProbeRound, probe_progress
 
 
 def format_eta(seconds: float | None) -> str:
@@ -111,3 +113,29 @@ def _gpu_memory(job: Job, resources: ResourceSnapshot | None) -> str:
         for gpu in resources.gpus
         if gpu.index in job.gpus
     )
+
+
+def probe_lines(rounds: Sequence[ProbeRound]) -> list[str]:
+    """The latest probe round as lines for a terminal: each answer indented under its prompt,
+    with the base's answer (step 0) beside it; [] for a job without probe rounds."""
+    if not rounds:
+        return []
+    last = rounds[-1]
+    where = last.checkpoint or "the base model"
+    seconds = f", {last.seconds:.1f} s" if last.seconds is not None else ""
+    lines = [f"probes at step {last.step} ({where}{seconds}):"]
+    before = {p.prompt: p.before for p in probe_progress(rounds)}
+    for item in last.answers:
+        lines.append(f"  {_indented(item.prompt, '  ')}")
+        if last.step > 0 and before.get(item.prompt) is not None:
+            lines.append(f"    before: {_indented(before[item.prompt] or '(empty)', ' ' * 12)}")
+        label = "now:   " if last.step > 0 else "answer:"
+        lines.append(f"    {label} {_indented(item.answer or '(empty)', ' ' * 12)}")
+    if last.error:
+        lines.append(f"  probe failed: {last.error}")
+    return lines
+
+
+def _indented(text: str, indent: str) -> str:
+    """Text whose later lines start under its first (a multi-line answer stays readable)."""
+    return ("\n" + indent).join(line.rstrip() for line in text.strip().splitlines() or [""])

@@ -1,4 +1,5 @@
-"""What the Finetune screen shows of the selected job: its step losses and the end of its log.
+"""What the Finetune screen shows of the selected job: its step losses, its probe rounds and
+the end of its log.
 
 The screen asks again at every step of a running job. The losses are kept per job and only
 the events appended since the last call are read and parsed (an `EventReader` per job), so a
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 from sage_tui.core.training.events import Event, EventReader
 from sage_tui.core.training.jobs import Job
+from sage_tui.core.training.probes import ProbeRound, probe_round
 
 LOG_LINES = 15
 
@@ -26,6 +28,8 @@ class JobDetail:
     problem: str | None = None
     """Why the events could not be read this time, or which lines were skipped (None: all
     read)."""
+    probes: tuple[ProbeRound, ...] = ()
+    """The checkpoint probes' rounds, oldest first (step 0: the base's answers)."""
 
 
 def step_loss(event: Event) -> float | None:
@@ -43,6 +47,7 @@ class _Losses:
     reader: EventReader
     losses: list[float] = field(default_factory=list)
     shown: tuple[float, ...] = ()
+    probes: list[ProbeRound] = field(default_factory=list)
 
 
 class JobDetails:
@@ -66,12 +71,15 @@ class JobDetails:
                 events, problem = [], f"events unreadable: {events_file}: {err.strerror or err}"
             if kept.reader.restarted:
                 kept.losses.clear()
+                kept.probes.clear()
+            kept.probes += [r for event in events if (r := probe_round(event)) is not None]
             added = [loss for event in events if (loss := step_loss(event)) is not None]
             if added or kept.reader.restarted:
                 kept.losses.extend(added)
                 kept.shown = tuple(kept.losses)
             losses, problem = kept.shown, problem or kept.reader.damage()
-        return JobDetail(losses, job.folder.log_tail(log_lines), problem)
+            probes = tuple(kept.probes)
+        return JobDetail(losses, job.folder.log_tail(log_lines), problem, probes)
 
     def forget(self, task_id: str) -> None:
         """The job is gone: drop what was read of it."""

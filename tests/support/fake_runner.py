@@ -14,6 +14,9 @@ the file `JOB_DIR/fake_mode`, else $FAKE_RUNNER_MODE, else "ok":
 - nan: started, steps whose loss becomes NaN at step NAN_STEP (a checkpoint one step before),
   then failed with the real runner's reason and suggestion; exit 1
 
+A spec with `probes` gets a probe round at step 0 (unless resumed) and after each checkpoint,
+answered "answer N to PROMPT" at step N.
+
 Each run appends its argv to `JOB_DIR/argv.jsonl`, and the GPUs it was given
 (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER) to `JOB_DIR/gpus.jsonl`.
 """
@@ -49,13 +52,26 @@ def last_checkpoint(job_dir: Path) -> int:
     return max(numbers, default=0)
 
 
-def save_checkpoint(job_dir: Path, events: EventWriter, step: int) -> Path:
+def probe(job_dir: Path, events: EventWriter, step: int, checkpoint: str | None) -> None:
+    """A probe round, as the real runner writes it, when the job's spec has probes."""
+    try:
+        prompts = json.loads((job_dir / "spec.json").read_text()).get("probes") or []
+    except (OSError, ValueError):
+        prompts = []
+    if prompts:
+        answers = [{"prompt": p, "answer": f"answer {step} to {p}"} for p in prompts]
+        events.write("probe", step=step, checkpoint=checkpoint, seconds=0.01, answers=answers)
+
+
+def save_checkpoint(job_dir: Path, events: EventWriter, step: int, probing: bool = True) -> Path:
     """Make checkpoints/checkpoint-STEP as the trainer does (state written last); report it."""
     path = job_dir / "checkpoints" / f"checkpoint-{step}"
     path.mkdir(parents=True, exist_ok=True)
     (path / "adapter_model.safetensors").write_bytes(b"fake")
     (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     events.write("checkpoint", step=step, path=str(path))
+    if probing:  # as in the real runner, a stop is not held up by a round
+        probe(job_dir, events, step, path.name)
     return path
 
 
@@ -98,6 +114,8 @@ def main(argv: list[str]) -> int:
     first = last_checkpoint(job_dir) if resume else 0
     total = first + STEPS if mode in ("ok", "fail", "crash", "nan") else 1_000_000
     events.write("started", total_steps=total, resumed_from=first if resume else None)
+    if not resume:
+        probe(job_dir, events, 0, None)
 
     if mode == "fail":
         events.write("failed", reason="out of memory.", suggestion="Lower the batch size.")
@@ -119,7 +137,7 @@ def main(argv: list[str]) -> int:
     step = first
     while True:
         if mode != "stubborn" and (stop["requested"] or (job_dir / STOP_NAME).exists()):
-            checkpoint = save_checkpoint(job_dir, events, step)
+            checkpoint = save_checkpoint(job_dir, events, step, probing=False)
             events.write("stopped", step=step, checkpoint=str(checkpoint))
             return 3
         if mode == "ok" and step >= total:

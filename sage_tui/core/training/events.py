@@ -1,8 +1,9 @@
 """The job's event log: JSON lines the runner appends and the supervisor follows.
 
 Kinds: started, step (loss, learning rate, tokens per second, progress, ETA), eval, checkpoint,
-finished, failed (reason and a suggestion). A job's outcome is read from these events and the
-runner's exit code, never from words in a log.
+probe (a round of checkpoint probes, see `probes`), finished, failed (reason and a
+suggestion). A job's outcome is read from these events and the runner's exit code, never from
+words in a log.
 
 Readers follow the file with an :class:`EventReader`: each read takes only the bytes appended
 since the last one (a poll costs the same at step 10 and at step 10,000), keeps a line still

@@ -55,6 +55,7 @@ from sage_tui.core.training.job_folder import (
     TRAINING_ARGS,
     JobFolder,
 )
+from sage_tui.core.training.probes import Prober
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.core.training.trainer_config import check_remote_code, sft_arguments
 from sage_tui.core.training.training_rows import training_datasets, write_training_rows
@@ -69,10 +70,12 @@ def last_checkpoint(job_dir: Path) -> Path | None:
     return JobFolder(job_dir).last_checkpoint()
 
 
-def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None) -> Any:
-    """A TrainerCallback that writes events, honours stop requests and stops a job whose loss
-    is no longer a number (the class is built here because transformers is imported only in
-    the child)."""
+def make_reporter(
+    events: EventWriter, job_dir: Path, resumed_from: Path | None, probes: Prober
+) -> Any:
+    """A TrainerCallback that writes events, answers the probes (see `probes`), honours stop
+    requests and stops a job whose loss is no longer a number (the class is built here because
+    transformers is imported only in the child)."""
     from transformers import TrainerCallback
 
     class Reporter(TrainerCallback):
@@ -94,6 +97,8 @@ def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None)
                 resumed_from=int(resumed_from.name.rsplit("-", 1)[1]) if resumed_from else None,
                 checkpoint=str(resumed_from) if resumed_from else None,
             )
+            if resumed_from is None:  # the base's answers: a resumed job has them already
+                probes.run(kwargs["model"], 0, None)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
@@ -149,6 +154,8 @@ def make_reporter(events: EventWriter, job_dir: Path, resumed_from: Path | None)
                 return
             path = JobFolder(job_dir).checkpoints / f"checkpoint-{state.global_step}"
             events.write("checkpoint", step=state.global_step, path=str(path))
+            if not self.stop_requested:  # a stop asked for is not held up by a round
+                probes.run(kwargs["model"], state.global_step, path.name)
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.diverged is not None:
@@ -208,7 +215,8 @@ def train(job_dir: Path, resume: bool, events: EventWriter) -> int:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    reporter = make_reporter(events, job_dir, checkpoint)
+    prober = Prober(spec.probes, spec.probe_max_tokens, tokenizer, events)
+    reporter = make_reporter(events, job_dir, checkpoint, prober)
 
     def on_sigterm(signum, frame) -> None:
         reporter.stop_requested = True

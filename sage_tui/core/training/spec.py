@@ -19,6 +19,10 @@ from sage_tui.core.training.expert_settings import expert_problems
 from sage_tui.errors import SageError
 from sage_tui.paths import TASK_ID
 
+MAX_PROBES = 5
+MAX_PROBE_CHARS = 500
+MAX_PROBE_TOKENS = 512
+
 
 class SpecError(SageError):
     """A hyperparameter or name out of range."""
@@ -74,6 +78,16 @@ class JobSpec:
     """Run the base model's own Python code (its `auto_map`): copied from the base model's
     registry record when the job is prepared, and checked against that record again by the
     runner; never on unless the user registered the model with --trust-remote-code."""
+    probes: tuple[str, ...] = ()
+    """Prompts the model being trained answers at step 0 and after each checkpoint (see
+    `probes`); empty: none (the default: on CPU a round costs about as much as a few steps)."""
+    probe_max_tokens: int = 48
+    """Tokens each probe answer may have."""
+
+    def __post_init__(self) -> None:
+        # spec.json holds a JSON list; the spec keeps a tuple, so a read-back spec is equal.
+        if isinstance(self.probes, list):
+            object.__setattr__(self, "probes", tuple(self.probes))
 
     def check(self) -> JobSpec:
         """Raise SpecError naming the first value out of range; return self."""
@@ -129,6 +143,7 @@ def spec_problems(spec: JobSpec) -> list[str]:
     ]
     problems += [message for ok, message in checks if not ok]
     problems += expert_problems(spec.extra)
+    problems += probe_problems(spec.probes, spec.probe_max_tokens)
     for name in ("trust_remote_code", "train_on_prompts", "strip_special_tokens"):
         if not isinstance(getattr(spec, name), bool):
             problems.append(f"{name} {getattr(spec, name)!r} must be true or false")
@@ -152,6 +167,29 @@ def spec_problems(spec: JobSpec) -> list[str]:
         problems.append(f"dataset {spec.dataset} does not exist")
     if not Path(spec.base_path).is_dir():
         problems.append(f"base model folder {spec.base_path} does not exist")
+    return problems
+
+
+def probe_problems(probes: Any, max_tokens: Any) -> list[str]:
+    """What is wrong with the probe prompts and their token limit, in words."""
+    if not isinstance(probes, (tuple, list)) or not all(isinstance(p, str) for p in probes):
+        return [f"probes {probes!r} must be a list of prompts"]
+    problems = []
+    if len(probes) > MAX_PROBES:
+        problems.append(f"{len(probes)} probe prompts: at most {MAX_PROBES}")
+    for number, prompt in enumerate(probes, 1):
+        if not prompt.strip():
+            problems.append(f"probe prompt {number} is empty")
+        elif len(prompt) > MAX_PROBE_CHARS:
+            problems.append(
+                f"probe prompt {number} has {len(prompt)} characters: at most {MAX_PROBE_CHARS}"
+            )
+    if (
+        isinstance(max_tokens, bool)
+        or not isinstance(max_tokens, int)
+        or not 1 <= max_tokens <= MAX_PROBE_TOKENS
+    ):
+        problems.append(f"probe max tokens {max_tokens!r} must be in 1..{MAX_PROBE_TOKENS}")
     return problems
 
 
