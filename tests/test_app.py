@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from textual.notifications import Notify
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord
 from sage_tui.services import Services, open_services
@@ -128,9 +128,10 @@ async def test_first_launch_registers_the_builtin_model(
         await until(lambda: app.engine.ready)  # and the engine started for it
         await pilot.press("f2")
         await settle(app)
-        table = app.screen.query_one(DataTable)
-        assert table.row_count == 1
-        assert [str(cell) for cell in table.get_row_at(0)[:3]] == ["*", BUILTIN, "base"]
+        tree = app.screen.query_one("#models-tree")
+        await until(lambda: len(tree.root.children) == 1)
+        node = tree.root.children[0]
+        assert node.data == BUILTIN and str(node.label).split() == ["*", BUILTIN, "built-in"]
 
 
 async def test_a_failing_provision_is_shown_and_the_app_keeps_working(settings) -> None:

@@ -197,13 +197,14 @@ async def test_status_line_engine_errors_notifications_modal_and_models(
     async with app.run_test(size=(200, 60), notifications=True) as pilot:
         await until(lambda: app.engine.state is state.EngineState.FAILED)
         await pilot.press("f2")
-        table = app.screen.query_one("#models-table")
-        await until(lambda: table.row_count == len(stored) + 1)
+        tree = app.screen.query_one("#models-tree")
+        await until(lambda: len(tree.root.children) == len(stored) + 1)
         await pilot.pause()
         for index, case, text in stored:
-            table.move_cursor(row=table.get_row_index(marked(index, text)))
+            line = next(n.line for n in tree.root.children if n.data == marked(index, text))
+            tree.cursor_line = line
             await pilot.pause()
-            assert_safe(app, table, marked(index, text), f"models table, {case}")
+            assert_safe(app, tree, marked(index, text), f"models tree, {case}")
         await pilot.press("f3")
         status = app.screen.query_one(".status-model")
         for index, (case, text) in enumerate(CASES):

@@ -10,7 +10,9 @@ from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord
 from sage_tui.services import Services
 from sage_tui.studio import EngineState, EngineStatus
 from sage_tui.ui.app import SageApp
+from sage_tui.ui.modals.model_actions import ConfirmModal
 from tests.conftest import two_gpu_snapshot
+from tests.support.waiting import until
 from tests.test_app import engine_tried, settle
 
 SIZE = (120, 30)
@@ -61,3 +63,21 @@ def test_chat_while_the_engine_loads(snap_compare, app: SageApp) -> None:
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=show)
+
+
+def test_delete_confirmation(snap_compare, app: SageApp) -> None:
+    """The Models screen asks before deleting, saying what happens to the files."""
+
+    async def confirm(pilot) -> None:
+        await engine_tried(pilot.app)
+        pilot.app.engine = EngineStatus(EngineState.READY, "qwen2.5-7b-instruct")
+        await pilot.press("f2")
+        await settle(pilot.app)
+        tree = pilot.app.screen.query_one("#models-tree")
+        tree.cursor_line = 1  # the adapter under its base
+        await settle(pilot.app)
+        await pilot.press("d")
+        await until(lambda: isinstance(pilot.app.screen, ConfirmModal))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=confirm)

@@ -43,9 +43,9 @@ async def test_no_database_write_runs_on_the_event_loop(make_app, tmp_path: Path
         await until(lambda: app.screen.reply is None and len(messages(app)) == 2)
 
         await pilot.press("f2")  # switch the model from the Models screen
-        table = app.screen.query_one("#models-table")
-        await until(lambda: table.row_count > 0)
-        table.focus()
+        tree = app.screen.query_one("#models-tree")
+        await until(lambda: len(tree.root.children) > 0)
+        tree.focus()
         await pilot.press("enter")
         await until(lambda: any("Chatting with" in n.message for n in app._notifications))
 

@@ -1,0 +1,136 @@
+"""The Models screen over the real registry and the scripted engine: the tree and details, the
+delete confirmation and its refusals, rename and import through their dialogs (the snapshots of
+the tree and of the delete confirmation are in test_snapshots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from sage_tui.services import Services
+from sage_tui.ui.app import SageApp
+from sage_tui.ui.modals.model_actions import AskModal, ConfirmModal
+from tests.conftest import BUILTIN
+from tests.support.fake_engine import adapter_folder
+from tests.support.waiting import until
+from tests.test_app import settle
+
+
+@pytest.fixture
+def app(provisioned_services: Services, tmp_path: Path) -> SageApp:
+    registry = provisioned_services.registry
+    registry.register_adapter("facts-lora", adapter_folder(tmp_path / "facts"), BUILTIN, "local")
+    twin = provisioned_services.settings.paths.model_dir("smol-merged")
+    twin.symlink_to(Path(registry.get(BUILTIN).path).resolve(), target_is_directory=True)
+    registry.register_merged(
+        "smol-merged", twin, base=registry.get(BUILTIN), adapter=registry.get("facts-lora")
+    )
+    return SageApp(provisioned_services)
+
+
+def names(app: SageApp) -> list[str]:
+    tree = app.screen.query_one("#models-tree")
+    return [node.data for node in tree.root.children] + [
+        leaf.data for node in tree.root.children for leaf in node.children
+    ]
+
+
+async def open_models(app: SageApp, pilot, count: int) -> None:
+    await until(lambda: app.engine.ready)
+    await pilot.press("f2")
+    await until(lambda: len(names(app)) == count)
+    await settle(app)
+
+
+def noted(app: SageApp, text: str) -> bool:
+    return any(text in str(n.message) for n in app._notifications)
+
+
+def highlight(app: SageApp, name: str) -> None:
+    tree = app.screen.query_one("#models-tree")
+    for line in range(tree.last_line + 1):
+        if tree.get_node_at_line(line).data == name:
+            tree.cursor_line = line
+            return
+    raise AssertionError(f"{name} is not in the tree")
+
+
+def details(app: SageApp) -> str:
+    screen = app.screen
+    return "" if screen.details is None else f"{screen.details.record.name}"
+
+
+async def test_the_tree_holds_adapters_under_their_base_and_shows_details(app: SageApp) -> None:
+    async with app.run_test(size=(140, 40)) as pilot:
+        await open_models(app, pilot, 3)
+        tree = app.screen.query_one("#models-tree")
+        bases = {node.data: [leaf.data for leaf in node.children] for node in tree.root.children}
+        assert bases == {BUILTIN: ["facts-lora"], "smol-merged": []}
+        highlight(app, "facts-lora")
+        await until(lambda: details(app) == "facts-lora")
+        facts = app.screen.details
+        assert facts.facts.rank == 8 and facts.record.base_model == BUILTIN
+        highlight(app, "smol-merged")
+        await until(lambda: details(app) == "smol-merged")
+        assert "merged" in str(tree.cursor_node.label)
+
+
+async def test_delete_asks_then_deletes_and_refuses_the_chats_model(app: SageApp) -> None:
+    async with app.run_test(size=(140, 40), notifications=True) as pilot:
+        await open_models(app, pilot, 3)
+        highlight(app, BUILTIN)
+        await pilot.press("d")
+        await until(lambda: noted(app, "the chat's model"))
+        assert not isinstance(app.screen, ConfirmModal)
+
+        highlight(app, "facts-lora")
+        await pilot.press("d")
+        await until(lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.press("escape")  # No: nothing happens
+        await until(lambda: not isinstance(app.screen, ConfirmModal))
+        assert "facts-lora" in names(app)
+        await pilot.press("d")
+        await until(lambda: isinstance(app.screen, ConfirmModal))
+        await pilot.click("#confirm-ok")
+        await until(lambda: "facts-lora" not in names(app))
+        assert app.services.registry.get(BUILTIN)  # the rest is kept
+
+
+async def test_rename_and_import_go_through_their_dialogs(app: SageApp, tmp_path: Path) -> None:
+    async with app.run_test(size=(140, 40), notifications=True) as pilot:
+        await open_models(app, pilot, 3)
+        highlight(app, "facts-lora")
+        await pilot.press("r")
+        await until(lambda: isinstance(app.screen, AskModal))
+        app.screen.query_one(Input).value = "facts-v2"
+        await pilot.press("enter")
+        await until(lambda: "facts-v2" in names(app))
+
+        empty = tmp_path / "no-weights"
+        empty.mkdir()
+        (empty / "config.json").write_text('{"model_type": "llama"}')
+        await pilot.press("i")
+        await until(lambda: isinstance(app.screen, AskModal))
+        app.screen.query_one(Input).value = str(empty)
+        await pilot.press("enter")
+        await until(lambda: noted(app, "no weights"))
+        activity = app.screen.query_one("#models-activity")
+        assert "not done" in str(activity.render()) and "no weights" in str(activity.render())
+
+        lora = adapter_folder(tmp_path / "my-lora")
+        await pilot.press("i")
+        await until(lambda: isinstance(app.screen, AskModal))
+        app.screen.query_one(Input).value = str(lora)
+        await pilot.press("enter")
+        await until(lambda: noted(app, "adapter of an unnamed base"))
+
+
+async def test_merge_takes_an_adapter(app: SageApp) -> None:
+    async with app.run_test(size=(140, 40), notifications=True) as pilot:
+        await open_models(app, pilot, 3)
+        highlight(app, BUILTIN)
+        await until(lambda: details(app) == BUILTIN)
+        await pilot.press("m")
+        await until(lambda: noted(app, "Merge takes an adapter"))
