@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 
 from sage_tui.services import Services
 from sage_tui.ui.app import SageApp
@@ -28,6 +29,12 @@ def app(provisioned_services: Services, tmp_path: Path) -> SageApp:
     return SageApp(provisioned_services)
 
 
+def steady(app: SageApp) -> None:
+    """No blinking cursor: a snapshot taken mid-blink differs from one taken between blinks."""
+    for box in app.screen.query(Input):
+        box.cursor_blink = False
+
+
 async def answered(pilot, models: list[str], prompt: str, blind: bool = False) -> None:
     app = pilot.app
     await until(lambda: app.engine.ready)
@@ -39,6 +46,7 @@ async def answered(pilot, models: list[str], prompt: str, blind: bool = False) -
         await pilot.press("ctrl+b")
         await until(lambda: [pane.title for pane in screen.panes] == ["A", "B"])
     box = screen.query_one("#compare-input")
+    steady(app)
     box.focus()
     box.value = prompt
     turns = screen.turns
@@ -73,6 +81,7 @@ def test_blind_after_the_vote(snap_compare, app: SageApp) -> None:
         board = pilot.app.screen.query_one("#compare-leaderboard")
         await until(lambda: board.display and board.row_count == 2)
         pilot.app.clear_notifications()
+        steady(pilot.app)
         await settle(pilot.app)
         await pilot.pause()
 
