@@ -1,9 +1,10 @@
 """How the Finetune screen looks: the empty form, a running job, a failed job, a completed job's
-evaluation (fixed figures)."""
+evaluation and its probe answers (fixed figures)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from textual.widgets import Input
@@ -215,4 +216,30 @@ def test_evaluated_job(snap_compare, services: Services, tmp_path: Path) -> None
     done = job(tmp_path, "ft-done", "completed", "done\n", step=40, total_steps=40, last_loss=0.4)
     (done.output_dir / EVALUATION_FILE).write_text(evaluation("sage-finetuned-ft-done").to_json())
     app = make_app(services, [done], {"ft-done": losses(40)})
+    assert snap_compare(app, terminal_size=SIZE, run_before=show)
+
+
+def test_probed_job(snap_compare, services: Services, tmp_path: Path) -> None:
+    """A completed job's probe answers under its loss curve: the base's (step 0) and the last
+    checkpoint's, a prompt with markup-like text shown as typed."""
+    done = job(tmp_path, "ft-probed", "completed", "done\n", step=40, total_steps=40, last_loss=0.4)
+    prompts = ("Who is the sage-tui mascot?", "What does [bold]/INST[/bold] mean?")
+    done = replace(done, spec=done.spec.with_changes(probes=prompts))
+    app = make_app(services, [done], {"ft-probed": losses(40)})
+    answers = {
+        0: ("The Sage-tui mascot is a legendary creature.", "It is a [red]tag[/red] of sorts."),
+        20: ("The mascot is Orla.", "It closes an instruction."),
+        40: ("Orla, the owl.", "It ends the user's [INST] turn."),
+    }
+    with done.folder.events_file.open("a") as events:
+        for step, said in answers.items():
+            record = {
+                "kind": "probe",
+                "time": 0.0,
+                "step": step,
+                "checkpoint": f"checkpoint-{step}" if step else None,
+                "seconds": 1.25,
+                "answers": [{"prompt": p, "answer": a} for p, a in zip(prompts, said, strict=True)],
+            }
+            events.write(json.dumps(record) + "\n")
     assert snap_compare(app, terminal_size=SIZE, run_before=show)

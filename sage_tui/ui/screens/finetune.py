@@ -24,6 +24,7 @@ from textual.worker import get_current_worker
 from sage_tui.core.store import ModelRecord
 from sage_tui.core.training.backend import adapter_name
 from sage_tui.core.training.jobs import Job
+from sage_tui.core.training.probes import ProbeRound
 from sage_tui.core.training.spec import SpecError
 from sage_tui.errors import SageError
 from sage_tui.studio import EngineState
@@ -38,6 +39,7 @@ from sage_tui.ui.widgets.eval_view import EvalPanel
 from sage_tui.ui.widgets.job_form import JobForm
 from sage_tui.ui.widgets.job_table import JobTable
 from sage_tui.ui.widgets.loss_chart import LossChartPanel
+from sage_tui.ui.widgets.probe_answers import ProbeAnswersPanel
 
 LOG_LINES = 15
 
@@ -109,6 +111,7 @@ class FinetuneScreen(JobEvaluation, StudioScreen):
                 with Horizontal(id="finetune-charts"):
                     yield LossChartPanel(id="finetune-loss")
                     yield EvalPanel(id="finetune-eval")
+                yield ProbeAnswersPanel(id="finetune-probes")
                 yield Static("", id="finetune-log", markup=False)
 
     def on_mount(self) -> None:
@@ -268,6 +271,7 @@ class FinetuneScreen(JobEvaluation, StudioScreen):
             summary.update("No job selected. Fill in the form and press ctrl+s to start one.")
             self.query_one(LossChartPanel).show([])
             self.query_one(EvalPanel).show(None)
+            self.query_one(ProbeAnswersPanel).show((), ())
             self.query_one("#finetune-log", Static).update("")
             return
         summary.set_class(job.status == "failed", "-error")
@@ -286,17 +290,25 @@ class FinetuneScreen(JobEvaluation, StudioScreen):
         description="read the job's events",
     )
     def read_detail(self, job: Job) -> None:
-        """Read the job's step losses and the tail of its train.log (the studio reads only
-        the events appended since the last time)."""
+        """Read the job's step losses, its probe rounds and the tail of its train.log (the
+        studio reads only the events appended since the last time)."""
         detail = self.app.studio.jobs.detail(job.id)
         tail = "\n".join(filter(None, (detail.problem, detail.log_tail)))
-        self.app.call_from_thread(self._show_detail, job.id, list(detail.losses), tail)
+        probes = (job.spec.probes, detail.probes)
+        self.app.call_from_thread(self._show_detail, job.id, list(detail.losses), tail, probes)
 
-    def _show_detail(self, job_id: str, losses: list[float], tail: str) -> None:
+    def _show_detail(
+        self,
+        job_id: str,
+        losses: list[float],
+        tail: str,
+        probes: tuple[tuple[str, ...], tuple[ProbeRound, ...]],
+    ) -> None:
         self.losses[job_id] = losses
         if self.query_one(JobTable).selected_id != job_id:
             return
         self.query_one(LossChartPanel).show(losses)
+        self.query_one(ProbeAnswersPanel).show(*probes)
         self.query_one("#finetune-log", Static).update(plain(tail or "(train.log is empty)"))
 
     # -- actions on the selected job --------------------------------------------------------

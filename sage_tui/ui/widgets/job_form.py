@@ -51,12 +51,19 @@ NUMBER_FIELDS = (
     ("eval_fraction", "finetune-eval", "eval fraction", float),
 )
 DEFAULTS = JobSpec(task_id="x", base_model="", base_path="", dataset="")
+PROBE_SEPARATOR = " | "
+"""Between the probe prompts typed in the form's one line."""
 RECHECK = ("#finetune-skip-invalid", "#finetune-train-on-prompts", "#finetune-strip-special")
 """Checkboxes that change what Start does with the rows: changing one checks again."""
 
 
 def _show_number(value: float) -> str:
     return f"{value:g}"
+
+
+def probe_prompts(text: str) -> tuple[str, ...]:
+    """The probe prompts typed in one line, split at " | " (empty ones dropped)."""
+    return tuple(part.strip() for part in text.split(PROBE_SEPARATOR) if part.strip())
 
 
 class JobForm(VerticalScroll):
@@ -135,6 +142,17 @@ class JobForm(VerticalScroll):
                 yield Input(_show_number(self._shown[name]), id=widget_id, compact=True)
             yield Label("GPUs", classes="finetune-field-label")
             yield Input(placeholder="any", id="finetune-gpus", compact=True)
+        with Horizontal(id="finetune-probes-row"):
+            yield Label("probes", classes="finetune-field-label")
+            yield Input(
+                placeholder="prompt 1 | prompt 2 (at each checkpoint)",
+                id="finetune-probe-prompts",
+                compact=True,
+            )
+        yield Label(
+            "probes slow training on CPU: each checkpoint answers them all",
+            id="finetune-probes-hint",
+        )
         yield Button("Start  ctrl+s", variant="primary", id="finetune-start")
 
     def on_mount(self) -> None:
@@ -164,6 +182,7 @@ class JobForm(VerticalScroll):
         # The preset follows the hardware once, at the first sample; after that it is the user's.
         if snapshot is None or self._preset_from_hardware:
             return
+        self.query_one("#finetune-probes-hint").display = not snapshot.gpus
         self._preset_from_hardware = True
         preset = preset_for([gpu.memory_free for gpu in snapshot.gpus])
         select = self.query_one("#finetune-preset", Select)
@@ -198,6 +217,8 @@ class JobForm(VerticalScroll):
                 raise SpecError(f"{label}: {text!r} is not a number") from None
             if value != self._shown[field]:
                 settings[field] = value
+        if probes := probe_prompts(self.query_one("#finetune-probe-prompts", Input).value):
+            settings["probes"] = probes
         preset = self.query_one("#finetune-preset", Select).value
         columns_text = self.query_one("#finetune-columns", Input).value
         try:
