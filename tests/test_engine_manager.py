@@ -296,3 +296,38 @@ async def test_reference_loss_matches_a_forward_pass_and_a_reply_streaming_besid
     assert again.loss == pytest.approx(tuned.loss, abs=1e-3) and text
     assert manager.engine_failure() is None
     assert "Paris" in await (await manager.generate(FRANCE, GREEDY)).text()
+
+
+async def test_a_merged_model_exported_loads_in_transformers_and_vllm_with_the_facts(
+    manager: EngineManager, module_services: Services, tmp_path: Path
+) -> None:
+    """The Models screen's `m` then `e`: the adapter merged into its base (verified by the
+    merge itself: greedy answers read back from disk match the adapter's), exported, and the
+    export loaded by transformers and by vLLM, both knowing the adapter's fact. Last in the
+    module: it leaves the exported model loaded (one reload, not two)."""
+    from sage_tui.studio import Studio
+
+    desk = Studio(module_services).models
+    merged = await asyncio.to_thread(desk.merge, "secret-r8", "secret-merged", lambda _: None)
+    assert merged.kind == "base" and merged.source == "merged"
+    assert merged.config["merged_from"] == "secret-r8"
+    out = await asyncio.to_thread(desk.export, "secret-merged", tmp_path / "export", print)
+    card = (out / "README.md").read_text()
+    assert "the adapter secret-r8 merged into its base" in card and "vllm serve" in card
+
+    def transformers_answer() -> str:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(out)
+        model = AutoModelForCausalLM.from_pretrained(out)
+        ids = tokenizer.apply_chat_template(
+            SECRET, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        output = model.generate(**ids, max_new_tokens=24, do_sample=False)
+        return tokenizer.decode(output[0, ids["input_ids"].shape[1] :])
+
+    assert "AZURE-42" in await asyncio.to_thread(transformers_answer)
+    module_services.registry.import_model(str(out), name="secret-export")
+    result = await manager.switch_model("secret-export")
+    assert result.reloaded
+    assert "AZURE-42" in await (await manager.generate(SECRET, GREEDY)).text()
