@@ -13,7 +13,9 @@ import pytest
 
 from sage_tui.cli import main
 from sage_tui.core.arena import Vote, VoteStore
+from sage_tui.core.conversations import ConversationStore
 from sage_tui.core.models import export as export_module
+from sage_tui.core.performance import reply_performance
 from sage_tui.core.training.backend import adapter_name, register_job_adapter
 from sage_tui.core.training.job_rows import JobError
 from sage_tui.core.training.jobs import Job, JobProgress, JobStatus
@@ -21,6 +23,7 @@ from sage_tui.core.training.spec import JobSpec
 from sage_tui.errors import ModelError
 from sage_tui.services import Services
 from sage_tui.studio import Studio
+from sage_tui.studio.model_card import detail_lines
 from tests.conftest import BUILTIN
 from tests.support.fake_engine import adapter_folder
 
@@ -241,3 +244,24 @@ def test_the_cli_lists_shows_and_renames(capsys, studio: Studio, tmp_path: Path)
     assert "lora-x is now lora-y" in capsys.readouterr().out
     assert main(["--home", home, "models", "remove", BUILTIN]) == 2
     assert "is the chat's model" in capsys.readouterr().err
+
+
+def test_reply_speed_is_averaged_over_the_recent_replies_that_have_figures(studio: Studio) -> None:
+    chats = ConversationStore(studio.services.store)
+    chat = chats.create("speed", model=BUILTIN)
+    figures = [
+        {"time_to_first_token": 0.2, "tokens_per_second": 40.0, "seconds": 2.0},
+        {"time_to_first_token": 0.4, "tokens_per_second": 20.0, "seconds": 4.0},
+        {"time_to_first_token": 0.1, "tokens_per_second": 99.0, "cut_off": True},
+        {"error": "engine stopped"},
+        {"time_to_first_token": 0.3, "tokens_per_second": 0.0, "seconds": 0.3},  # one token
+    ]
+    for stats in figures:
+        chats.add_message(chat, "user", "hi", BUILTIN)
+        chats.add_message(chat, "assistant", "hello", BUILTIN, stats)
+    speed = reply_performance(studio.services.store, BUILTIN)
+    assert speed.replies == 2 and speed.tokens_per_second == pytest.approx(30.0)
+    assert speed.time_to_first_token == pytest.approx(0.3) and speed.seconds == pytest.approx(3.0)
+    assert reply_performance(studio.services.store, "nobody") is None
+    lines = dict(detail_lines(studio.models.details(BUILTIN)))
+    assert lines["speed"] == "2 recent replies: first token 0.30 s · 30.0 tokens/s · 3.0 s a reply"

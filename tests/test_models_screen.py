@@ -16,6 +16,7 @@ from tests.conftest import BUILTIN
 from tests.support.fake_engine import adapter_folder
 from tests.support.waiting import until
 from tests.test_app import settle
+from tests.test_chat_screen import ask, messages
 
 
 @pytest.fixture
@@ -134,3 +135,15 @@ async def test_merge_takes_an_adapter(app: SageApp) -> None:
         await until(lambda: details(app) == BUILTIN)
         await pilot.press("m")
         await until(lambda: noted(app, "Merge takes an adapter"))
+
+
+async def test_the_performance_panel_shows_the_active_models_replies(app: SageApp) -> None:
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(lambda: app.engine.ready)
+        await pilot.press("f3")
+        await ask(app, pilot, "What is the capital of France?")
+        await until(lambda: app.screen.reply is None and len(messages(app)) == 2)
+        await pilot.press("f2")
+        panel = app.screen.query_one("#models-performance")
+        await until(lambda: "1 recent replies" in str(panel.render()))
+        assert BUILTIN in str(panel.render()) and "CPU" in str(panel.render())

@@ -18,6 +18,7 @@ from sage_tui.core.models.details import FolderFacts, read_folder_facts
 from sage_tui.core.models.export import export_folder
 from sage_tui.core.models.folder import read_json_object
 from sage_tui.core.models.merge import run_merge
+from sage_tui.core.performance import ReplyPerformance, reply_performance
 from sage_tui.core.store import ModelRecord
 from sage_tui.core.training.job_rows import JobError
 from sage_tui.core.training.jobs import Job
@@ -45,6 +46,8 @@ class ModelDetails:
     """Its line of its base's leaderboard, if it has been voted on."""
     adapters: tuple[str, ...] = ()
     """For a base model: its adapters' names."""
+    performance: ReplyPerformance | None = None
+    """Its recent replies' speed, from the saved chats."""
 
     @property
     def made_by_studio(self) -> bool:
@@ -96,6 +99,7 @@ class ModelDesk:
             job=self.job_of(record),
             standing=standing,
             adapters=adapters if record.kind == "base" else (),
+            performance=reply_performance(self.services.store, name),
         )
 
     # -- delete and rename --------------------------------------------------------------------

@@ -21,6 +21,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static, Tree
 
+from sage_tui.core.gpu import format_bytes
+from sage_tui.core.performance import ReplyPerformance, reply_performance
 from sage_tui.core.store import ModelRecord
 from sage_tui.errors import SageError
 from sage_tui.studio.model_card import detail_lines
@@ -73,6 +75,7 @@ class ModelsScreen(StudioScreen):
         self.busy: str | None = None
         """What the screen is doing now (a merge, an export, an import), one at a time."""
         self.details: ModelDetails | None = None
+        self.active_speed: tuple[str | None, ReplyPerformance | None] = (None, None)
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="models-layout"):
@@ -82,10 +85,12 @@ class ModelsScreen(StudioScreen):
             yield tree
             with Vertical(id="models-side"):
                 yield Static("", id="models-details")
+                yield Static("", id="models-performance")
                 yield Static("", id="models-activity", markup=False)
 
     def on_mount(self) -> None:
         self.query_one(Tree).focus()
+        self.watch(self.app, "resources", self._show_performance)
         self.load_models()
 
     def on_screen_resume(self) -> None:
@@ -103,7 +108,32 @@ class ModelsScreen(StudioScreen):
     def load_models(self) -> None:
         """Read the registry off the event loop, then fill the tree."""
         tree, active = self.app.studio.models.tree(), self.app.services.registry.active_name
+        speed = reply_performance(self.app.services.store, active) if active else None
         self.app.call_from_thread(self._fill, tree, active)
+        self.app.call_from_thread(self._performance_read, active, speed)
+
+    def _performance_read(self, active: str | None, speed: ReplyPerformance | None) -> None:
+        self.active_speed = (active, speed)
+        self._show_performance()
+
+    def _show_performance(self, *_: object) -> None:
+        """The active model's recent speed next to the GPUs' load (the performance panel)."""
+        active, speed = self.active_speed
+        text = Text("Performance", style="bold")
+        text.append("\n")
+        if active is None:
+            text.append("no active model")
+        else:
+            text.append_text(plain(active))
+            text.append(": " + (speed.line() if speed else "no replies yet"))
+        resources = self.app.resources
+        for gpu in resources.gpus if resources else ():
+            used = f"{format_bytes(gpu.memory_used)}/{format_bytes(gpu.memory_total)}"
+            load = "-" if gpu.utilization is None else f"{gpu.utilization}%"
+            text.append(f"\nGPU{gpu.index} {load} busy · {used}")
+        if resources is not None and not resources.gpus:
+            text.append(f"\nCPU {resources.cpu_percent:.0f}% of {resources.cpu_count} cores")
+        self.query_one("#models-performance", Static).update(text)
 
     def _fill(
         self, groups: list[tuple[ModelRecord, list[ModelRecord]]], active: str | None
