@@ -265,3 +265,18 @@ def test_reply_speed_is_averaged_over_the_recent_replies_that_have_figures(studi
     assert reply_performance(studio.services.store, "nobody") is None
     lines = dict(detail_lines(studio.models.details(BUILTIN)))
     assert lines["speed"] == "2 recent replies: first token 0.30 s · 30.0 tokens/s · 3.0 s a reply"
+
+
+def test_merge_refuses_a_base_model_and_an_adapter_whose_base_is_gone(studio: Studio) -> None:
+    registry = studio.services.registry
+    twin = studio.services.settings.home / "twin"
+    shutil.copytree(Path(registry.get(BUILTIN).path).resolve(), twin)
+    registry.import_model(str(twin), name="twin")
+    registry.register_adapter("twin-lora", adapter_folder(twin.parent / "lora"), "twin", "local")
+    with pytest.raises(ModelError, match="twin is a base model: only an adapter"):
+        studio.models.merge("twin", progress=lambda _: None)
+    shutil.rmtree(twin)
+    with pytest.raises(ModelError, match=r"the base model twin's folder .* is gone"):
+        studio.models.merge("twin-lora", progress=lambda _: None)
+    assert not studio.services.settings.paths.model_dir("twin-lora-merged").exists()
+    assert {m.name for m in registry.list()} == {BUILTIN, "twin", "twin-lora"}
