@@ -31,6 +31,7 @@ from sage_tui.core.engines.base import (
     Sampling,
 )
 from sage_tui.core.engines.hf_streaming import Post, helper_classes
+from sage_tui.core.engines.reference_score import template_ids
 from sage_tui.errors import one_line
 
 
@@ -115,21 +116,11 @@ class TransformersEngine(Engine):
         if not getattr(tokenizer, "chat_template", None):
             raise EngineError(f"{self.config.model_name} has no chat template")
         try:
-            out = tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True
-            )
+            return template_ids(tokenizer, messages, reply_prompt=True)
         except Exception as exc:
             raise EngineError(
                 f"chat template of {self.config.model_name}: {one_line(exc)}"
             ) from exc
-        # transformers 5 returns a BatchEncoding; older versions a plain list.
-        if not isinstance(out, list) and hasattr(out, "keys") and "input_ids" in out:
-            out = out["input_ids"]
-        if hasattr(out, "tolist"):
-            out = out.tolist()
-        if out and isinstance(out[0], list):
-            out = out[0]
-        return [int(t) for t in out]
 
     def stream(
         self, prompt_ids: list[int], sampling: Sampling, adapter: Adapter | None, request_id: str
