@@ -184,3 +184,64 @@ def test_cpu_host_compares_with_ram(free, total, outcome):
     assert (verdict.warning is not None) == (outcome == "warning")
     assert (verdict.refusal is not None) == (outcome == "refusal")
     assert verdict.line.endswith(f"{free}.0 GiB RAM free")
+
+
+def test_queue_holds_a_job_its_gpu_cannot_hold_now_and_says_why(
+    supervisors, spec_for, modes, builtin_model_dir: Path
+) -> None:
+    from sage_tui.core.training.placement import Device
+
+    gpus = [Device(0, GIB // 2)]
+    sup = supervisors(gpus=gpus)
+    spec = spec_for("big").with_changes(base_path=str(builtin_model_dir))
+    job = sup.submit(spec)
+    assert job.status == "queued"
+    assert job.error.startswith("waits for memory: needs ~")
+    assert "GPU 0 has 0.5 GiB free" in job.error
+    # A job whose base model's shape cannot be read is placed as before.
+    modes["small"] = "hang"
+    assert sup.submit(spec_for("small").with_changes(gpus=[0])).status == "running"
+    sup.cancel("small", grace_seconds=10)
+    gpus[0] = Device(0, 40 * GIB)  # the memory came back
+    sup.poll()
+    assert sup.get("big").status == "running"
+    assert sup.get("big").error is None
+
+
+def _one_gpu(free: float, total: float):
+    from sage_tui.core.gpu import GpuSample, ResourceSnapshot
+
+    gpu = GpuSample(
+        0, "test GPU", int((total - free) * GIB), int(total * GIB), int(free * GIB), 0, ()
+    )
+    return ResourceSnapshot((gpu,), None, 0.0, 2, 4 * GIB, 24 * GIB, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("free", "total", "outcome"),
+    [(40, 80, "fits"), (0.5, 80, "waits"), (0.5, 1, "refused")],
+)
+def test_prepare_refuses_a_job_no_gpu_could_hold(provisioned_services, free, total, outcome):
+    from sage_tui.core.training.spec import SpecError
+    from sage_tui.studio import Studio
+    from sage_tui.studio.jobs import JobRequest
+    from tests.conftest import BUILTIN, REPO, FakeMonitor
+
+    provisioned_services.monitor = FakeMonitor(_one_gpu(free, total))
+    request = JobRequest(
+        base=BUILTIN, dataset=REPO / "sample_data" / "sage_tui_facts.jsonl", preset="small-gpu"
+    )
+    jobs = Studio(provisioned_services).jobs
+    if outcome == "refused":
+        with pytest.raises(
+            SpecError,
+            match=r"cannot fit: needs ~\d+\.\d GiB \(weights .*"
+            r"GPU 0, has 1\.0 GiB in all: lower batch size or max length",
+        ):
+            jobs.prepare(request)
+        return
+    fit = jobs.prepare(request).fit
+    assert fit.line.startswith("memory: ~")
+    assert fit.line.endswith(f"GPU 0 has {free:.1f} GiB free")
+    assert fit.memory.gradient_checkpointing  # the runner turns it on with a GPU
+    assert (fit.wait is not None) == (outcome == "waits")

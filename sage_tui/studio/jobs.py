@@ -19,9 +19,11 @@ from sage_tui.core.data import DatasetError, invalid_rows_message
 from sage_tui.core.models.registry import remote_code_allowed
 from sage_tui.core.training.backend import register_job_adapter
 from sage_tui.core.training.jobs import Job, JobStatus
+from sage_tui.core.training.memory_fit import FitVerdict, GpuRoom, job_memory, judge_fit
 from sage_tui.core.training.placement import parse_gpus
 from sage_tui.core.training.spec import PRESETS, JobSpec, Preset, SpecError, preset_for
 from sage_tui.core.training.supervisor import JobError
+from sage_tui.errors import SageError
 from sage_tui.studio.datasets import DataDesk, DatasetCheck
 from sage_tui.studio.job_detail import JobDetail, JobDetails
 from sage_tui.studio.state import JobEnded, JobsChanged, ModelsChanged, Observers
@@ -69,6 +71,9 @@ class PreparedJob:
     spec: JobSpec
     dataset: DatasetCheck
     preset: Preset
+    fit: FitVerdict | None = None
+    """The memory estimate against the free memory now (None: the base model's shape could
+    not be read); `fit.line` is what the form and the CLI show."""
 
 
 def build_spec(
@@ -163,7 +168,31 @@ class JobDesk:
                     str(loaded.path), loaded.problems, loaded.total_rows, loaded.skipped
                 )
             )
-        return PreparedJob(build_spec(request, base, check, preset), check, preset)
+        spec = build_spec(request, base, check, preset)
+        fit = self.fit(spec)
+        if fit is not None and fit.refusal is not None:
+            raise SpecError(f"job {spec.task_id} cannot fit: {fit.refusal}")
+        return PreparedJob(spec, check, preset, fit)
+
+    def fit(self, spec: JobSpec) -> FitVerdict | None:
+        """Will `spec` fit: its memory estimate against the free memory of the GPUs it may
+        use (per GPU for DDP), or the host's RAM without GPUs (the monitor's sample now).
+
+        None when the base model's shape cannot be read (the job is not held on a guess).
+        Blocking: reads the base model's config and safetensors headers."""
+        snapshot = self.services.monitor.sample()
+        try:
+            memory = job_memory(spec, cuda=bool(snapshot.gpus))
+        except (SageError, OSError):
+            return None
+        rooms = [GpuRoom(g.index, g.memory_free, g.memory_total) for g in snapshot.gpus]
+        return judge_fit(
+            memory,
+            rooms,
+            spec.gpus,
+            ram_free=max(0, snapshot.ram_total - snapshot.ram_used),
+            ram_total=snapshot.ram_total,
+        )
 
     def submit(self, prepared: PreparedJob | JobRequest) -> Job:
         """Create and start a job (it stays queued while others use every slot)."""

@@ -27,7 +27,7 @@ from sage_tui.core.training.memory_estimate import (
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.errors import SageError
 
-__all__ = ["FitVerdict", "GpuRoom", "job_memory", "judge_fit", "need_bytes", "training_shape"]
+__all__ = ["FitVerdict", "GpuRoom", "job_memory", "job_memory_of", "judge_fit", "training_shape"]
 
 
 def training_shape(folder: Path) -> TrainingShape:
@@ -79,13 +79,13 @@ def job_memory(spec: JobSpec, *, cuda: bool) -> TrainingMemory:
     )
 
 
-def need_bytes(spec_values: dict, *, cuda: bool) -> int:
-    """What a queued job (its spec.json as stored) needs per GPU; 0 when that cannot be told
-    (the queue then places it as before rather than holding it on a guess)."""
+def job_memory_of(spec_values: dict, *, cuda: bool) -> TrainingMemory | None:
+    """The estimate for a queued job's spec as stored; None when it cannot be told (the
+    queue then places the job as before rather than holding it on a guess)."""
     try:
-        return job_memory(JobSpec(**spec_values), cuda=cuda).total
-    except (SageError, OSError, TypeError, ValueError):
-        return 0
+        return job_memory(JobSpec(**spec_values), cuda=cuda)
+    except (SageError, OSError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _stamp(folder: str) -> float:
