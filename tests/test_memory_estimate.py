@@ -245,3 +245,26 @@ def test_prepare_refuses_a_job_no_gpu_could_hold(provisioned_services, free, tot
     assert fit.line.endswith(f"GPU 0 has {free:.1f} GiB free")
     assert fit.memory.gradient_checkpointing  # the runner turns it on with a GPU
     assert (fit.wait is not None) == (outcome == "waits")
+
+
+async def test_the_form_shows_the_estimate_and_follows_the_batch_size(provisioned_services):
+    from textual.widgets import Input, Label
+
+    from sage_tui.ui.app import SageApp
+    from tests.support.waiting import until
+    from tests.test_finetune_screen import open_finetune
+
+    app = SageApp(provisioned_services)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_finetune(app, pilot)
+        label = app.screen.query_one("#finetune-memory", Label)
+
+        def shown() -> str:
+            return str(label.render())
+
+        await until(lambda: shown().startswith("memory: ~"))
+        assert shown().endswith("GiB RAM free")
+        before = shown()
+        app.screen.query_one("#finetune-batch", Input).value = "64"
+        await until(lambda: shown() != before and shown().startswith("memory: ~"))
+        assert float(shown().split("~")[1].split()[0]) > float(before.split("~")[1].split()[0])

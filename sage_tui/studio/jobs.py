@@ -10,7 +10,7 @@ them from threads.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,14 @@ from sage_tui.core.data import DatasetError, invalid_rows_message
 from sage_tui.core.models.registry import remote_code_allowed
 from sage_tui.core.training.backend import register_job_adapter
 from sage_tui.core.training.jobs import Job, JobStatus
-from sage_tui.core.training.memory_fit import FitVerdict, GpuRoom, job_memory, judge_fit
+from sage_tui.core.training.memory_estimate import TrainingMemory
+from sage_tui.core.training.memory_fit import (
+    FitVerdict,
+    GpuRoom,
+    job_memory,
+    judge_fit,
+    memory_for,
+)
 from sage_tui.core.training.placement import parse_gpus
 from sage_tui.core.training.spec import PRESETS, JobSpec, Preset, SpecError, preset_for
 from sage_tui.core.training.supervisor import JobError
@@ -31,6 +38,10 @@ from sage_tui.studio.state import JobEnded, JobsChanged, ModelsChanged, Observer
 if TYPE_CHECKING:
     from sage_tui.core.store import ModelRecord
     from sage_tui.services import Services
+
+
+JOB_DEFAULTS = JobSpec(task_id="x", base_model="", base_path="", dataset="")
+"""A spec's own defaults, under the preset's values (for an estimate before prepare)."""
 
 
 def default_task_id() -> str:
@@ -180,16 +191,49 @@ class JobDesk:
 
         None when the base model's shape cannot be read (the job is not held on a guess).
         Blocking: reads the base model's config and safetensors headers."""
+        return self._judge(lambda cuda: job_memory(spec, cuda=cuda), spec.gpus)
+
+    def estimate(self, request: JobRequest) -> FitVerdict | None:
+        """The memory line of a job not yet prepared (the form's, as it is typed): the
+        request's base model, preset and settings, no dataset read. None while the base
+        model is unknown or its shape cannot be read; SpecError for GPUs typed wrong."""
+        try:
+            base = self.services.registry.get(request.base)
+        except SageError:
+            return None
+        preset = PRESETS.get(request.preset or "") or self.preset_for_host()
+        values = {**vars(JOB_DEFAULTS), **preset.values}
+        values.update({k: v for k, v in request.settings.items() if v is not None})
+        try:
+            gpus = parse_gpus(request.gpus) if isinstance(request.gpus, str) else request.gpus
+        except ValueError as err:
+            raise SpecError(str(err)) from None
+        return self._judge(
+            lambda cuda: memory_for(
+                base.path,
+                lora_r=int(values["lora_r"]),
+                target_modules=values["target_modules"],
+                batch_size=int(values["batch_size"]),
+                max_length=int(values["max_length"]),
+                extra=dict(values.get("extra") or {}),
+                cuda=cuda,
+            ),
+            list(gpus),
+        )
+
+    def _judge(
+        self, estimate: Callable[[bool], TrainingMemory], pinned: Sequence[int]
+    ) -> FitVerdict | None:
         snapshot = self.services.monitor.sample()
         try:
-            memory = job_memory(spec, cuda=bool(snapshot.gpus))
-        except (SageError, OSError):
+            memory = estimate(bool(snapshot.gpus))
+        except (SageError, OSError, ValueError):
             return None
         rooms = [GpuRoom(g.index, g.memory_free, g.memory_total) for g in snapshot.gpus]
         return judge_fit(
             memory,
             rooms,
-            spec.gpus,
+            pinned,
             ram_free=max(0, snapshot.ram_total - snapshot.ram_used),
             ram_total=snapshot.ram_total,
         )

@@ -27,7 +27,15 @@ from sage_tui.core.training.memory_estimate import (
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.errors import SageError
 
-__all__ = ["FitVerdict", "GpuRoom", "job_memory", "job_memory_of", "judge_fit", "training_shape"]
+__all__ = [
+    "FitVerdict",
+    "GpuRoom",
+    "job_memory",
+    "job_memory_of",
+    "judge_fit",
+    "memory_for",
+    "training_shape",
+]
 
 
 def training_shape(folder: Path) -> TrainingShape:
@@ -65,17 +73,33 @@ def job_memory(spec: JobSpec, *, cuda: bool) -> TrainingMemory:
     """The estimate for `spec` as the runner runs it (blocking: reads the base model's files).
 
     SageError when the base model's folder cannot be read."""
-    checkpointing = bool(spec.extra.get("gradient_checkpointing", cuda))
-    return _estimate(
+    return memory_for(
         spec.base_path,
-        _stamp(spec.base_path),
-        spec.lora_r,
-        tuple(spec.target_modules)
-        if isinstance(spec.target_modules, list)
-        else spec.target_modules,
-        spec.batch_size,
-        spec.max_length,
-        checkpointing,
+        lora_r=spec.lora_r,
+        target_modules=spec.target_modules,
+        batch_size=spec.batch_size,
+        max_length=spec.max_length,
+        extra=spec.extra,
+        cuda=cuda,
+    )
+
+
+def memory_for(
+    base_path: str,
+    *,
+    lora_r: int,
+    target_modules: str | Sequence[str],
+    batch_size: int,
+    max_length: int,
+    extra: dict,
+    cuda: bool,
+) -> TrainingMemory:
+    """The estimate for these settings: gradient checkpointing on with a GPU unless `extra`
+    (the spec's expert settings) says otherwise, as `trainer_config.sft_arguments` has it."""
+    checkpointing = bool(extra.get("gradient_checkpointing", cuda))
+    targets = target_modules if isinstance(target_modules, str) else tuple(target_modules)
+    return _estimate(
+        base_path, _stamp(base_path), lora_r, targets, batch_size, max_length, checkpointing
     )
 
 

@@ -176,6 +176,31 @@ class FinetuneScreen(JobEvaluation, StudioScreen):
         self.app.call_from_thread(form.show_fills, report.unfilled)
         self.app.call_from_thread(form.show_report, report.text, report.refused, report.pieces)
 
+    # -- its memory -------------------------------------------------------------------------
+
+    @on(JobForm.MemoryRequested)
+    def _memory_requested(self, message: JobForm.MemoryRequested) -> None:
+        self.estimate_memory(message.request)
+
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="finetune-memory",
+        description="estimate the job's memory",
+    )
+    def estimate_memory(self, request: JobRequest) -> None:
+        """The job's memory line, off the event loop (it reads the base model's headers)."""
+        form = self.query_one(JobForm)  # only its thread-safe methods run through the app
+        try:
+            fit = self.app.studio.jobs.estimate(request)
+        except SageError as err:
+            line = f"memory: - ({err})"
+        else:
+            line = fit.line if fit is not None else "memory: -"
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(form.show_memory, line)
+
     # -- a dataset from docs ----------------------------------------------------------------
 
     @on(JobForm.DocsRequested)

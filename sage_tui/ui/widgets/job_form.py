@@ -19,6 +19,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, Select
 
 from sage_tui.core.data import SUPPORTED_EXTENSIONS
@@ -55,6 +56,12 @@ PROBE_SEPARATOR = " | "
 """Between the probe prompts typed in the form's one line."""
 RECHECK = ("#finetune-skip-invalid", "#finetune-train-on-prompts", "#finetune-strip-special")
 """Checkboxes that change what Start does with the rows: changing one checks again."""
+MEMORY_INPUTS = ",".join(
+    f"#{widget}"
+    for widget in ("finetune-rank", "finetune-batch", "finetune-max-length", "finetune-gpus")
+)
+"""Fields the memory estimate follows (with the base model and the preset)."""
+MEMORY_DEBOUNCE_SECONDS = 0.3
 
 
 def _show_number(value: float) -> str:
@@ -84,6 +91,12 @@ class JobForm(VerticalScroll):
         """The user asked to start the job the form describes."""
 
     @dataclass
+    class MemoryRequested(Message):
+        """Estimate the memory of the job the form describes (its settings changed)."""
+
+        request: JobRequest
+
+    @dataclass
     class DocsRequested(Message):
         """The user picked a folder of Markdown docs to turn into a dataset."""
 
@@ -99,6 +112,7 @@ class JobForm(VerticalScroll):
         """The number each field was last filled with (a default or the preset's)."""
         self._preset_from_hardware = False
         self._checked_columns = ""
+        self._memory_timer: Timer | None = None
         """The columns text the last Check ran with (a blur re-checks only a change)."""
 
     def compose(self) -> ComposeResult:
@@ -153,6 +167,7 @@ class JobForm(VerticalScroll):
             "probes slow training on CPU: each checkpoint answers them all",
             id="finetune-probes-hint",
         )
+        yield Label("memory: -", id="finetune-memory", markup=False)
         yield Button("Start  ctrl+s", variant="primary", id="finetune-start")
 
     def on_mount(self) -> None:
@@ -202,6 +217,30 @@ class JobForm(VerticalScroll):
             if field in values:
                 self._shown[field] = values[field]
                 self.query_one(f"#{widget_id}", Input).value = _show_number(values[field])
+
+    # -- its memory -------------------------------------------------------------------------
+
+    @on(Select.Changed, "#finetune-base")
+    @on(Select.Changed, "#finetune-preset")
+    @on(Input.Changed, MEMORY_INPUTS)
+    def _memory_setting_changed(self) -> None:
+        # Typing a number changes it per key: ask once the typing pauses.
+        if self._memory_timer is not None:
+            self._memory_timer.stop()
+        self._memory_timer = self.set_timer(MEMORY_DEBOUNCE_SECONDS, self._request_memory)
+
+    def _request_memory(self) -> None:
+        self._memory_timer = None
+        try:
+            request = self.build_request()
+        except SpecError:
+            return  # a field that is not a number yet: the last line stands
+        if request.base:
+            self.post_message(self.MemoryRequested(request))
+
+    def show_memory(self, line: str) -> None:
+        """Show the estimate line ("memory: ~N GiB (...) · GPU 0 has x GiB free"), as text."""
+        self.query_one("#finetune-memory", Label).update(plain(line))
 
     # -- the job it describes ---------------------------------------------------------------
 
