@@ -280,3 +280,14 @@ def test_merge_refuses_a_base_model_and_an_adapter_whose_base_is_gone(studio: St
         studio.models.merge("twin-lora", progress=lambda _: None)
     assert not studio.services.settings.paths.model_dir("twin-lora-merged").exists()
     assert {m.name for m in registry.list()} == {BUILTIN, "twin", "twin-lora"}
+
+
+def test_a_base_models_details_estimate_serving_and_training_it(studio: Studio) -> None:
+    serving, training = studio.models.details(BUILTIN).memory
+    assert serving.startswith("engine ~0.") and "for 8,192 tokens" in serving
+    assert training.startswith("training ~") and "RAM free" in training  # no GPU here
+    job = make_job(studio.services, "ft-m", "completed")
+    with_jobs(studio, job)
+    assert (
+        studio.models.details(register_job_adapter(studio.services.registry, job).name).memory == ()
+    )

@@ -159,6 +159,7 @@ def detail_lines(details: ModelDetails) -> list[tuple[str, str]]:
         lines.append(("steps", str(progress.step)))
         lines.append(("train loss", _loss(progress.last_loss)))
         lines.append(("eval loss", _loss(progress.eval_loss)))
+    lines += [("memory", line) for line in details.memory]
     if details.performance is not None:
         lines.append(("speed", details.performance.line()))
     if details.standing is not None:

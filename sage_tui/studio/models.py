@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sage_tui.core.arena import Standing
+from sage_tui.core.engines.model_shape import ModelShape
 from sage_tui.core.models.details import FolderFacts, read_folder_facts
 from sage_tui.core.models.export import export_folder
 from sage_tui.core.models.folder import read_json_object
@@ -22,10 +23,12 @@ from sage_tui.core.performance import ReplyPerformance, reply_performance
 from sage_tui.core.store import ModelRecord
 from sage_tui.core.training.job_rows import JobError
 from sage_tui.core.training.jobs import Job
-from sage_tui.errors import ModelError
+from sage_tui.core.training.memory_estimate import gib
+from sage_tui.errors import ModelError, SageError
 from sage_tui.services import Services
 from sage_tui.studio.arena import ArenaDesk
 from sage_tui.studio.evaluation import read_saved
+from sage_tui.studio.jobs import JobDesk, JobRequest
 from sage_tui.studio.model_card import model_card
 from sage_tui.studio.state import ActiveModelChanged, ModelsChanged, Observers
 
@@ -48,6 +51,8 @@ class ModelDetails:
     """For a base model: its adapters' names."""
     performance: ReplyPerformance | None = None
     """Its recent replies' speed, from the saved chats."""
+    memory: tuple[str, ...] = ()
+    """For a base model: what serving it and training on it would take (estimates)."""
 
     @property
     def made_by_studio(self) -> bool:
@@ -57,8 +62,11 @@ class ModelDetails:
 class ModelDesk:
     """Details, delete, rename, merge, export and import of registered models."""
 
-    def __init__(self, services: Services, observers: Observers, arena: ArenaDesk) -> None:
+    def __init__(
+        self, services: Services, observers: Observers, arena: ArenaDesk, jobs: JobDesk
+    ) -> None:
         self.services = services
+        self.jobs = jobs
         self.registry = services.registry
         self.observers = observers
         self.arena = arena
@@ -100,7 +108,31 @@ class ModelDesk:
             standing=standing,
             adapters=adapters if record.kind == "base" else (),
             performance=reply_performance(self.services.store, name),
+            memory=self._memory(record) if record.kind == "base" else (),
         )
+
+    def _memory(self, record: ModelRecord) -> tuple[str, ...]:
+        """Estimates for a base model: the engine (weights and a KV cache as long as its
+        context) and a training job with the host's preset."""
+        lines = []
+        try:
+            shape = ModelShape.from_folder(Path(record.path))
+        except (SageError, OSError, ValueError):
+            shape = None
+        if shape is not None:
+            weights, context = shape.weight_bytes, shape.max_position_embeddings
+            kv = shape.kv_bytes_per_token * context
+            lines.append(
+                f"engine ~{gib(weights + kv)} GiB (weights {gib(weights)}, KV cache {gib(kv)}"
+                f" for {context:,} tokens; the engine plans a shorter context to fit)"
+            )
+        try:
+            verdict = self.jobs.estimate(JobRequest(base=record.name, dataset=""))
+        except SageError:
+            verdict = None
+        if verdict is not None:
+            lines.append(f"training {verdict.line.removeprefix('memory: ')} (host preset)")
+        return tuple(lines)
 
     # -- delete and rename --------------------------------------------------------------------
 

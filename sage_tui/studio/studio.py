@@ -42,7 +42,7 @@ class Studio:
         self.arena = ArenaDesk(services)
         self.compare = CompareDesk(self.engine)
         self.evaluation = EvalDesk(self.jobs, self.compare)
-        self.models = ModelDesk(services, self.observers, self.arena)
+        self.models = ModelDesk(services, self.observers, self.arena, self.jobs)
         self.gpu_use = GpuUseDesk(services.processes, self.observers)
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
