@@ -160,12 +160,12 @@ def _finetune(studio, args: argparse.Namespace) -> int:
         show(f"warning: {warning}", file=sys.stderr)
     if check.loaded.skipped:
         show(check.verdict, file=sys.stderr)
+    job = studio.jobs.submit(prepared)  # a refusal here is the only line on stderr
     if prepared.fit is not None:
         show(prepared.fit.line, file=sys.stderr)
         for note in (prepared.fit.warning, prepared.fit.wait):
             if note:
                 show(f"warning: {note}", file=sys.stderr)
-    job = studio.jobs.submit(prepared)
     show(job.id)
     where = f"on {job.placement}" if job.placement else "waits for a free GPU or slot"
     show(
