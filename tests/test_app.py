@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from textual.notifications import Notify
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord
 from sage_tui.services import Services, open_services
@@ -20,10 +20,13 @@ from tests.support.waiting import until
 
 
 async def settle(app: SageApp) -> None:
-    """Wait for everything but the endless resource poller, and for the first sample."""
+    """Wait for everything but the endless resource poller, and for the first sample; text
+    boxes stop blinking (a snapshot taken mid-blink differs from one taken between blinks)."""
     for _ in range(200):
         busy = [w for w in app.workers if w.group != "resources" and not w.is_finished]
         if not busy and app.resources is not None:
+            for box in app.screen.query(Input):
+                box.cursor_blink = False
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"the app did not settle: {busy}, resources={app.resources}")

@@ -18,30 +18,11 @@ from sage_tui.studio import EngineState, EngineStatus
 from sage_tui.studio.evaluation import EVALUATION_FILE, EvalRow, Evaluation, summarise
 from sage_tui.ui.app import SageApp
 from tests.conftest import two_gpu_snapshot
+from tests.support.supervising import FixedJobs
 from tests.test_app import engine_tried, settle
 
 SIZE = (120, 40)
 BASE = "qwen2.5-7b-instruct"
-
-
-class FixedSupervisor:
-    """The few Supervisor calls the screen makes, answering with fixed jobs and events."""
-
-    def __init__(self, jobs: list[Job], losses: dict[str, list[float]]) -> None:
-        self.jobs = jobs
-        self.losses = losses
-
-    def reattach(self) -> list[Job]:
-        return []
-
-    def poll(self) -> list[Job]:
-        return []
-
-    def list(self) -> list[Job]:
-        return list(self.jobs)
-
-    def get(self, task_id: str) -> Job:
-        return next(job for job in self.jobs if job.id == task_id)
 
 
 def write_steps(job: Job, losses: list[float]) -> None:
@@ -87,7 +68,7 @@ def make_app(services: Services, jobs: list[Job], curves: dict[str, list[float]]
     services.monitor.snapshot = two_gpu_snapshot()
     for each in jobs:
         write_steps(each, curves.get(each.id, []))
-    services.supervisor = FixedSupervisor(jobs, curves)
+    services.supervisor = FixedJobs(jobs)
     return SageApp(services)
 
 

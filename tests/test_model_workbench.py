@@ -17,7 +17,6 @@ from sage_tui.core.conversations import ConversationStore
 from sage_tui.core.models import export as export_module
 from sage_tui.core.performance import reply_performance
 from sage_tui.core.training.backend import adapter_name, register_job_adapter
-from sage_tui.core.training.job_rows import JobError
 from sage_tui.core.training.jobs import Job, JobProgress, JobStatus
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.errors import ModelError
@@ -26,22 +25,7 @@ from sage_tui.studio import Studio
 from sage_tui.studio.model_card import detail_lines
 from tests.conftest import BUILTIN
 from tests.support.fake_engine import adapter_folder
-
-
-class Jobs:
-    """The supervisor's reads, over fixed jobs (their states are what is under test)."""
-
-    def __init__(self, jobs: list[Job]) -> None:
-        self.jobs = jobs
-
-    def list(self) -> list[Job]:
-        return list(self.jobs)
-
-    def get(self, task_id: str) -> Job:
-        for job in self.jobs:
-            if job.id == task_id:
-                return job
-        raise JobError(f"no job {task_id}")
+from tests.support.supervising import FixedJobs
 
 
 def make_job(services: Services, task_id: str, status: str, base: str = BUILTIN) -> Job:
@@ -70,7 +54,7 @@ def studio(provisioned_services: Services) -> Studio:
 
 
 def with_jobs(studio: Studio, *jobs: Job) -> None:
-    studio.services.supervisor = Jobs(list(jobs))
+    studio.services.supervisor = FixedJobs(jobs)
 
 
 def test_details_of_the_built_in_model_and_a_jobs_adapter(studio: Studio) -> None:

@@ -16,6 +16,7 @@ from sage_tui.core.training.spec import JobSpec
 from sage_tui.services import Services
 from tests.support.fake_nvml import GIB, FakeGpu, FakeNvml
 from tests.support.fake_processes import Row, TableProcesses
+from tests.support.supervising import FixedJobs
 
 ENGINE_CORE = 5001
 RUNNER = 6001
@@ -84,30 +85,11 @@ def running_job(folder: Path) -> Job:
     )
 
 
-class ScenePoll:
-    """The few supervisor calls the App makes, answering with the running job."""
-
-    def __init__(self, jobs: list[Job]) -> None:
-        self.jobs = jobs
-
-    def reattach(self) -> list[Job]:
-        return []
-
-    def poll(self) -> list[Job]:
-        return []
-
-    def list(self) -> list[Job]:
-        return list(self.jobs)
-
-    def get(self, task_id: str) -> Job:
-        return next(job for job in self.jobs if job.id == task_id)
-
-
 def stage(services: Services, tmp: Path) -> None:
     """Put the scene into `services` (before the App is built)."""
     services.monitor = ResourceMonitor(nvml=scene_nvml(), clock=lambda: 0.0)
     services.processes = scene_processes()
-    services.supervisor = ScenePoll([running_job(tmp / "ft-3")])
+    services.supervisor = FixedJobs([running_job(tmp / "ft-3")])
 
 
 def seed_history(history: GpuHistory) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sage_tui.core.store import Store
+from sage_tui.core.training.job_rows import JobError
 from sage_tui.core.training.placement import Device
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.core.training.supervisor import Job, Supervisor
@@ -135,3 +136,26 @@ def pid_alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] != "Z"
+
+
+class FixedJobs:
+    """The supervisor calls the App and the studio make, answering with fixed jobs (for
+    screens and desks whose jobs' states are what is under test)."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.jobs = list(jobs)
+
+    def reattach(self) -> list[Job]:
+        return []
+
+    def poll(self) -> list[Job]:
+        return []
+
+    def list(self) -> list[Job]:
+        return list(self.jobs)
+
+    def get(self, task_id: str) -> Job:
+        for job in self.jobs:
+            if job.id == task_id:
+                return job
+        raise JobError(f"no job {task_id!r}")
