@@ -9,11 +9,10 @@ run writes. What is timed is what the front ends call: the Chat screen's convers
 
 from __future__ import annotations
 
-import gc
 import json
-import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -27,11 +26,9 @@ from sage_tui.core.training.jobs import JobProgress
 from sage_tui.core.training.spec import JobSpec
 from sage_tui.core.training.supervisor import Supervisor
 from sage_tui.services import Services, open_services
-from sage_tui.studio.formatting import job_cells
-from sage_tui.studio.jobs import JobDesk
-from sage_tui.studio.state import Observers
-from tests.conftest import FakeMonitor, no_gpu_snapshot
+from tests.conftest import REPO, FakeMonitor, no_gpu_snapshot
 from tests.support.fake_engine import FakeEngines
+from tests.support.store_timing import fresh_desk, listing
 
 CONVERSATIONS = 5_000
 MESSAGES_EACH = 4
@@ -40,25 +37,6 @@ STEPS_EACH = 40
 """Step events in each job's log: a short run's worth."""
 BUDGET = 0.100
 """Seconds: the median of five listings must stay under this."""
-
-
-def median_seconds(listing: Callable[[], object], runs: int = 5) -> float:
-    """The median wall time of `runs` calls of `listing`.
-
-    The objects every earlier test left in this process are frozen first: the collector's full
-    passes walked all of them (half the figure, in CI up to 113 ms of it), which a `jobs list`
-    process, holding only the listing's own objects, never does."""
-    times = []
-    gc.collect()
-    gc.freeze()
-    try:
-        for _ in range(runs):
-            started = time.perf_counter()
-            listing()
-            times.append(time.perf_counter() - started)
-    finally:
-        gc.unfreeze()
-    return statistics.median(times)
 
 
 def fill_conversations(store: Store) -> None:
@@ -140,32 +118,28 @@ def big_home(tmp_path_factory: pytest.TempPathFactory) -> Services:
     services.close()
 
 
-def fresh_desk(services: Services) -> JobDesk:
-    """A job desk over a supervisor that has read nothing yet, as in a new process."""
-    supervisor = Supervisor(services.store, services.settings.paths, devices=lambda: [])
-    return JobDesk(replace(services, supervisor=supervisor), Observers())
-
-
 def test_the_store_at_scale_lists_in_under_100_ms(big_home: Services) -> None:
     """The Chat screen's conversation list; the job list as `jobs list` reads it in a fresh
-    process and as the Finetune screen's poll reads it every second (cells formatted)."""
+    process and as the Finetune screen's poll reads it every second (cells formatted). The
+    figures are taken in a process of their own (`tests/support/store_timing.py`): this one
+    holds what every earlier test left, a load no `jobs list` carries."""
     chats = ConversationStore(big_home.store)
     newest = chats.recent()
     assert len(newest) == 100 and newest[0].title == f"chat {CONVERSATIONS}"
-
-    def listing(desk: JobDesk) -> list:
-        return [job_cells(job) for job in desk.list()]
-
-    first = fresh_desk(big_home)
-    cells = listing(first)
+    cells = listing(fresh_desk(big_home))
     assert len(cells) == JOBS and cells[0].id == f"ft-scale-{JOBS - 1:04d}"
     assert cells[0].status == "completed" and cells[0].loss == f"{2.0 / STEPS_EACH:.4f}"
 
-    timings = {
-        "conversations": median_seconds(chats.recent),
-        "jobs, fresh process": median_seconds(lambda: listing(fresh_desk(big_home))),
-        "jobs, poll": median_seconds(first.poll),
-    }
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.support.store_timing", str(big_home.settings.home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    timings = json.loads(child.stdout.strip().splitlines()[-1])
+    assert set(timings) == {"conversations", "jobs, fresh process", "jobs, poll"}
     assert all(seconds < BUDGET for seconds in timings.values()), timings
 
 
