@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -22,12 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sage_tui.config import Settings  # noqa: E402
 from sage_tui.core.engines.base import Sampling  # noqa: E402
-from sage_tui.services import open_services  # noqa: E402
 from sage_tui.studio import Studio  # noqa: E402
 from sage_tui.terminal import engine_output_to  # noqa: E402
-from tests.support.adapters import tiny_adapter  # noqa: E402
+from tests.support.adapters import studio_with_adapters  # noqa: E402
 
 BUILTIN = "smollm2-135m-instruct"
 PROMPT = [{"role": "user", "content": "Explain what a LoRA adapter is in two sentences."}]
@@ -63,23 +60,12 @@ async def measure(studio: Studio, names: list[str], rounds: int, sampling: Sampl
 
 
 async def main_async(args: argparse.Namespace, home: Path) -> dict:
-    services = open_services(Settings.load(home=home))
-    model_dir = Path(args.model)
-    services.settings.paths.model_dir(BUILTIN).symlink_to(model_dir)
-    services.registry.pull(BUILTIN)
-    adapter = tiny_adapter(model_dir, rank=8)
-    names = [BUILTIN]
-    for n in range(1, args.models):
-        copy = home / f"adapter-{n}"
-        shutil.copytree(adapter, copy)
-        services.registry.register_adapter(f"tuned-{n}", copy, BUILTIN)
-        names.append(f"tuned-{n}")
-    studio = Studio(services)
+    studio, names = studio_with_adapters(home, Path(args.model), BUILTIN, args.models - 1)
     try:
         return await measure(studio, names, args.rounds, Sampling(0.0, 1.0, args.max_tokens))
     finally:
         await studio.shutdown()
-        services.close()
+        studio.services.close()
 
 
 def main() -> None:

@@ -24,13 +24,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sage_tui.config import Settings  # noqa: E402
 from sage_tui.core.engines.base import Sampling  # noqa: E402
-from sage_tui.services import open_services  # noqa: E402
 from sage_tui.studio import Studio  # noqa: E402
 from sage_tui.studio.evaluation import IN_FLIGHT  # noqa: E402
 from sage_tui.terminal import engine_output_to  # noqa: E402
-from tests.support.adapters import tiny_adapter  # noqa: E402
+from tests.support.adapters import studio_with_adapters  # noqa: E402
 
 BUILTIN = "smollm2-135m-instruct"
 DATA = REPO.parent / "shared" / "datasets" / "alpaca_en_demo.json"
@@ -90,17 +88,12 @@ async def measure(studio: Studio, names: list[str], args: argparse.Namespace) ->
 
 
 async def main_async(args: argparse.Namespace, home: Path) -> dict:
-    services = open_services(Settings.load(home=home))
-    model_dir = Path(args.model)
-    services.settings.paths.model_dir(BUILTIN).symlink_to(model_dir)
-    services.registry.pull(BUILTIN)
-    services.registry.register_adapter("tuned", tiny_adapter(model_dir, rank=8), BUILTIN)
-    studio = Studio(services)
+    studio, names = studio_with_adapters(home, Path(args.model), BUILTIN, 1)
     try:
-        return await measure(studio, [BUILTIN, "tuned"], args)
+        return await measure(studio, names, args)
     finally:
         await studio.shutdown()
-        services.close()
+        studio.services.close()
 
 
 def main() -> None:

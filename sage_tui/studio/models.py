@@ -97,7 +97,7 @@ class ModelDesk:
 
     def details(self, name: str) -> ModelDetails:
         record = self.registry.get(name)
-        base = self.registry.base_of(record) if record.kind == "adapter" else record
+        base = self.registry.base_of(record)
         standing = next((s for s in self.arena.stats(base.name) if s.model == name), None)
         adapters = tuple(a.name for a in self.registry.adapters_of(name))
         return ModelDetails(
@@ -226,12 +226,8 @@ class ModelDesk:
     def export(self, name: str, dest: Path, progress: Progress = print) -> Path:
         """Copy `name` to `dest` with a README card; an adapter exports its adapter files."""
         details = self.details(name)
-        base = None
-        if details.record.kind == "adapter":
-            base = self.registry.base_of(details.record)
-        evaluation = None
-        if details.job is not None:
-            evaluation = read_saved(details.job.output_dir)
+        base = self.registry.base_of(details.record) if details.record.kind == "adapter" else None
+        evaluation = read_saved(details.job.output_dir) if details.job is not None else None
         card = model_card(details, base, evaluation)
         return export_folder(
             Path(details.record.path),

@@ -58,3 +58,24 @@ def tiny_adapter(base_dir: Path, rank: int = 8, facts=SECRET_FACTS, steps: int =
     tokenizer.save_pretrained(tmp)
     tmp.rename(out)
     return out
+
+
+def studio_with_adapters(home: Path, model_dir: Path, base: str, count: int):
+    """A studio over a new `home` holding the built-in model `base` (linked from `model_dir`)
+    and `count` registered copies of its tiny adapter (`tuned-1`, ...), for the benchmarks.
+    Returns (studio, the model names with the base first)."""
+    from sage_tui.config import Settings
+    from sage_tui.services import open_services
+    from sage_tui.studio import Studio
+
+    services = open_services(Settings.load(home=home))
+    services.settings.paths.model_dir(base).symlink_to(model_dir)
+    services.registry.pull(base)
+    adapter = tiny_adapter(model_dir, rank=8)
+    names = [base]
+    for n in range(1, count + 1):
+        copy = home / f"adapter-{n}"
+        shutil.copytree(adapter, copy)
+        services.registry.register_adapter(f"tuned-{n}", copy, base)
+        names.append(f"tuned-{n}")
+    return Studio(services), names
