@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime
+from time import monotonic
 from urllib.parse import urlsplit
 
 from textual import on, work
@@ -160,16 +160,16 @@ class ChatScreen(StudioScreen):
         stream = Markdown.get_stream(answer.body)
         shown = VisibleStream()  # the reply's own text is kept in `parts`; this is what shows
         parts: list[str] = []
-        saved_at, ended = time.monotonic(), False
+        saved_at, ended = monotonic(), False
         try:
             async for piece in reply:
                 parts.append(piece)
                 await stream.write(shown.feed(piece))
                 transcript.scroll_end(animate=False)
-                if time.monotonic() - saved_at >= DRAFT_SAVE_SECONDS:
+                if monotonic() - saved_at >= DRAFT_SAVE_SECONDS:
                     # What is shown is saved as it comes: a killed studio loses a second of it.
                     await asyncio.to_thread(self.session.save_draft, "".join(parts))
-                    saved_at = time.monotonic()
+                    saved_at = monotonic()
             await stream.write(shown.end())
             ended = True
         except EngineStopped as err:
@@ -309,7 +309,7 @@ class ChatScreen(StudioScreen):
 def _engine_notice(engine: EngineStatus, provisioning: str) -> str:
     """The line above the chat input while the engine cannot answer."""
     if engine.state is EngineState.LOADING:
-        elapsed = time.monotonic() - engine.since
+        elapsed = monotonic() - engine.since
         return f"Loading the engine ({elapsed:.0f} s): {engine.detail or engine.model}"
     if engine.state is EngineState.FAILED:
         return f"The engine could not start: {engine.error}. ctrl+r tries again."
