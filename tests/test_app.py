@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from rich.text import Text
 from textual.notifications import Notify
 from textual.widgets import Input, Static
 
@@ -19,12 +20,25 @@ from tests.conftest import BUILTIN, FakeMonitor, no_gpu_snapshot, two_gpu_snapsh
 from tests.support.waiting import until
 
 
+def status_laid_out(app: SageApp) -> bool:
+    """Whether the status line is laid out for what it says: after the engine's words change,
+    the model part (sized to its text) is laid out again on a later frame, and a snapshot
+    taken before that (under load) shows the figures wrapped into the cells the old words
+    left."""
+    for box in app.screen.query(".status-model").results(Static):
+        text = box.content
+        if isinstance(text, Text) and box.content_size.width != text.cell_len:
+            return False
+    return True
+
+
 async def settle(app: SageApp) -> None:
-    """Wait for everything but the endless resource poller, and for the first sample; text
-    boxes stop blinking (a snapshot taken mid-blink differs from one taken between blinks)."""
+    """Wait for everything but the endless resource poller, for the first sample and for the
+    status line's layout; text boxes stop blinking (a snapshot taken mid-blink differs from
+    one taken between blinks)."""
     for _ in range(200):
         busy = [w for w in app.workers if w.group != "resources" and not w.is_finished]
-        if not busy and app.resources is not None:
+        if not busy and app.resources is not None and status_laid_out(app):
             for box in app.screen.query(Input):
                 box.cursor_blink = False
             return
