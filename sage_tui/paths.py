@@ -88,6 +88,21 @@ class Paths:
         return self.home / "active_model.json"
 
     @property
+    def api_key_file(self) -> Path:
+        """The key the studio's OpenAI-compatible API asks for (0600)."""
+        return self.home / "api_key"
+
+    @property
+    def server_file(self) -> Path:
+        """The running API server's address and process, for other programs and `ask`."""
+        return self.home / "server.json"
+
+    @property
+    def api_log(self) -> Path:
+        """One line per request the API served (never the key)."""
+        return self.home / "logs" / "api.log"
+
+    @property
     def engine_log(self) -> Path:
         """What the inference engine's processes print while the TUI runs."""
         return self.home / "logs" / "engine.log"

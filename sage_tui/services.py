@@ -38,6 +38,9 @@ class Services:
     """Fine-tuning jobs (owned here: jobs outlive screens and commands)."""
     processes: ProcessLookup = field(default_factory=LiveProcesses)
     """This machine's processes, read to say who holds the GPUs (tests hand in a table)."""
+    api_server: Callable[..., Any] | None = None
+    """Builds the OpenAI-compatible API server from (desk, host, port, key): set by the
+    composition root (`cli.serve.api_server`); None where the API cannot be served."""
 
     def close(self) -> None:
         """Release the database and NVML (the engine is shut down by its owner)."""
@@ -53,6 +56,7 @@ def open_services(
     runner_command: RunnerCommand | None = None,
     devices: DeviceProbe | None = None,
     processes: ProcessLookup | None = None,
+    api_server: Callable[..., Any] | None = None,
 ) -> Services:
     """Create SAGE_HOME if needed, open the database, build the registry, the engine manager
     and the job supervisor. Keyword arguments replace a part (tests use fakes).
@@ -83,5 +87,12 @@ def open_services(
         runner_env=lambda gpus: runner_env(gpu=bool(gpus), engine=engines.engine_on_cpu),
     )
     return Services(
-        settings, store, registry, monitor, engines, supervisor, processes or LiveProcesses()
+        settings,
+        store,
+        registry,
+        monitor,
+        engines,
+        supervisor,
+        processes or LiveProcesses(),
+        api_server,
     )

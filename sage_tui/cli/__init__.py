@@ -18,6 +18,7 @@ from sage_tui.cli import compare as cli_compare
 from sage_tui.cli import data as cli_data
 from sage_tui.cli import evaluate as cli_evaluate
 from sage_tui.cli import models as cli_models
+from sage_tui.cli import serve as cli_serve
 from sage_tui.cli import training as cli_training
 from sage_tui.cli.output import AnswerWriter, show
 from sage_tui.config import ENGINES, Settings
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_arena.add_commands(commands)
     cli_compare.add_commands(commands)
     cli_evaluate.add_commands(commands)
+    cli_serve.add_commands(commands)
     return parser
 
 
@@ -80,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_compare.run(settings, args)
         if args.command == "arena":
             return cli_arena.run(settings, args)
+        if args.command == "serve":
+            return cli_serve.run(settings, args)
         return _run_app(settings)
     except SageError as err:
         show(f"sage-tui: error: {err}", file=sys.stderr)
@@ -119,6 +123,9 @@ def _ask(settings: Settings, args: argparse.Namespace) -> int:
     from sage_tui.terminal import engine_output_to
 
     sampling, messages = cli_compare.prompt_request(args)
+    # A running API server answers at once: no engine of our own to start.
+    if cli_serve.ask_server(settings, args.model, messages, sampling, args.stats):
+        return 0
     studio = Studio(open_services(settings))
     registry = studio.services.registry
     if args.model is not None:
@@ -153,7 +160,7 @@ def _run_app(settings: Settings) -> int:
     from sage_tui.terminal import engine_output_to
     from sage_tui.ui.app import SageApp
 
-    services = open_services(settings)
+    services = open_services(settings, api_server=cli_serve.api_server)
     # Started now, while stderr is a real file: started later under Textual (whose stderr has
     # no descriptor) it breaks vLLM's process spawning ("bad value(s) in fds_to_keep").
     resource_tracker.ensure_running()

@@ -1,5 +1,6 @@
 """How fast a model has been answering: time to first token, tokens/s and the time a reply
-took, averaged over its recent replies as the chat saved them (every reply keeps its figures).
+took, averaged over its recent replies as the chat saved them (every reply keeps its figures)
+and as the API recorded them (`api_requests`).
 
 Replies that were cut off, failed, or stopped before their second token say nothing about
 speed and are left out.
@@ -37,9 +38,11 @@ class ReplyPerformance:
 def reply_performance(store: Store, model: str, recent: int = RECENT) -> ReplyPerformance | None:
     """The figures of `model`'s last `recent` replies with figures; None when it has none."""
     rows = store.query(
-        "SELECT stats FROM messages WHERE role = 'assistant' AND model = ?"
-        " AND stats IS NOT NULL AND stats != '{}' ORDER BY id DESC LIMIT ?",
-        (model, recent * 2),
+        "SELECT stats, created_at FROM messages WHERE role = 'assistant' AND model = ?"
+        " AND stats IS NOT NULL AND stats != '{}'"
+        " UNION ALL SELECT stats, created_at FROM api_requests WHERE model = ?"
+        " AND stats IS NOT NULL ORDER BY created_at DESC LIMIT ?",
+        (model, model, recent * 2),
     )
     kept: list[dict] = []
     for row in rows:

@@ -112,6 +112,19 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE conversations ADD COLUMN models TEXT;
     """,
+    # 5 -> 6: each request the OpenAI-compatible API served, with its reply's figures (JSON,
+    # as a chat message keeps them), for the performance panel and `serve --status`.
+    """
+    CREATE TABLE api_requests (
+        id          INTEGER PRIMARY KEY,
+        model       TEXT NOT NULL,
+        route       TEXT NOT NULL,
+        status      INTEGER NOT NULL,
+        stats       TEXT,
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX api_requests_by_model ON api_requests (model, id);
+    """,
 )
 
 ACTIVE_MODEL_KEY = "active_model"

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 from sage_tui.core.engines.base import Message, ReferenceScore, Sampling
 from sage_tui.core.engines.manager import EngineManager, EngineStopped, SwitchResult
@@ -32,6 +33,8 @@ from sage_tui.studio.state import (
     ModelsChanged,
     Observers,
 )
+
+T = TypeVar("T")
 
 
 class EngineDesk:
@@ -144,23 +147,29 @@ class EngineDesk:
     ) -> Reply:
         """Start a reply from `model` (default: the active one); a stopped engine is loaded
         again first. EngineStopped when the engine died under the request."""
-        if self.status.state in (EngineState.STOPPED, EngineState.FAILED):
-            await self.reload()
-        try:
-            return await self.manager.generate(messages, sampling, model=model)
-        except EngineStopped:
-            await self.check_health()
-            raise
+        return await self._answering(lambda: self.manager.generate(messages, sampling, model=model))
+
+    async def complete(self, prompt: str, sampling: Sampling, *, model: str | None = None) -> Reply:
+        """Start a plain-text continuation of `prompt` (no chat template), as :meth:`reply`."""
+        return await self._answering(lambda: self.manager.complete(prompt, sampling, model=model))
 
     async def score_reference(
         self, messages: Sequence[Message], reference: str, *, model: str | None = None
     ) -> ReferenceScore:
         """How likely `model` finds `reference` as its reply to `messages` (mean NLL per
         token); a stopped engine is loaded again first, as for a reply."""
+        return await self._answering(
+            lambda: self.manager.score_reference(messages, reference, model=model)
+        )
+
+    async def _answering(self, ask: Callable[[], Awaitable[T]]) -> T:
+        """`ask()` of an engine that serves: a stopped or failed one is loaded again first,
+        and one that dies under the request is noticed before EngineStopped goes on."""
+        await self.check_health()  # one that died since anyone looked (a reply streaming)
         if self.status.state in (EngineState.STOPPED, EngineState.FAILED):
             await self.reload()
         try:
-            return await self.manager.score_reference(messages, reference, model=model)
+            return await ask()
         except EngineStopped:
             await self.check_health()
             raise

@@ -27,6 +27,8 @@ __all__ = [
     "ModelsChanged",
     "Observer",
     "Observers",
+    "ServerChanged",
+    "ServerState",
     "StudioEvent",
 ]
 
@@ -113,7 +115,44 @@ class JobEnded:
     job: Job
 
 
-StudioEvent = EngineChanged | ActiveModelChanged | ModelsChanged | JobsChanged | JobEnded
+@dataclass(frozen=True)
+class ServerState:
+    """The studio's OpenAI-compatible API server as the front ends show it."""
+
+    running: bool = False
+    url: str = ""
+    """The base URL clients take (`http://127.0.0.1:8765/v1`)."""
+    base_model: str = ""
+    requests: int = 0
+    """Requests answered since it started."""
+    errors: int = 0
+    """Of those, the ones refused or failed (status 400 or more)."""
+    key_file: str = ""
+    error: str | None = None
+    """Why it could not start, or why it stopped."""
+
+    def line(self) -> str:
+        """The server in one line, for the Models screen."""
+        if self.running:
+            return (
+                f"serving {self.url} · {self.requests} requests · {self.errors} errors"
+                f" · key in {self.key_file}"
+            )
+        if self.error:
+            return f"API server: {self.error}"
+        return "API server off"
+
+
+@dataclass(frozen=True)
+class ServerChanged:
+    """The API server started, stopped, failed or answered a request."""
+
+    state: ServerState
+
+
+StudioEvent = (
+    EngineChanged | ActiveModelChanged | ModelsChanged | JobsChanged | JobEnded | ServerChanged
+)
 Observer = Callable[[StudioEvent], None]
 """Called with every event, on the thread that produced it: post, do not block."""
 

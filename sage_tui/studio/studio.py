@@ -25,13 +25,15 @@ from sage_tui.studio.evaluation import EvalDesk
 from sage_tui.studio.gpu_use import GpuUseDesk
 from sage_tui.studio.jobs import JobDesk
 from sage_tui.studio.models import ModelDesk
+from sage_tui.studio.serving import ServeDesk
 from sage_tui.studio.state import ActiveModelChanged, ModelsChanged, Observer, Observers
 
 
 class Studio:
     """Fine-tuning jobs (`jobs`), datasets (`data`), the engine (`engine`), side-by-side
     replies (`compare`), evaluations (`evaluation`), blind votes
-    (`arena`), who holds the GPUs (`gpu_use`), models and chats, for any front end."""
+    (`arena`), who holds the GPUs (`gpu_use`), the API server (`serving`), models and chats,
+    for any front end."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -44,6 +46,7 @@ class Studio:
         self.evaluation = EvalDesk(self.jobs, self.compare)
         self.models = ModelDesk(services, self.observers, self.arena, self.jobs)
         self.gpu_use = GpuUseDesk(services.processes, self.observers)
+        self.serving = ServeDesk(services, self.engine, self.observers)
 
     def subscribe(self, observer: Observer) -> Callable[[], None]:
         """Receive every studio event; returns the function that stops it."""
@@ -92,5 +95,7 @@ class Studio:
         return CompareSession(self.compare, ConversationStore(self.services.store), self.arena)
 
     async def shutdown(self) -> None:
-        """Stop the engine (its memory is freed); jobs keep running in their own processes."""
+        """Stop the API server and the engine (its memory is freed); jobs keep running in
+        their own processes."""
+        await self.serving.stop()
         await self.engine.shutdown()

@@ -52,6 +52,8 @@ class EngineScript:
     started: list[str] = field(default_factory=list)
     prompts: list[list[Message]] = field(default_factory=list)
     adapters: list[str | None] = field(default_factory=list)
+    samplings: list[Sampling] = field(default_factory=list)
+    """The sampling of each reply, in order."""
 
 
 class FakeEngine(Engine):
@@ -87,11 +89,16 @@ class FakeEngine(Engine):
         self.script.prompts.append(list(messages))
         return list(range(sum(len(m.get("content", "").split()) + 4 for m in messages)))
 
+    def text_ids(self, text: str) -> list[int]:
+        self.script.prompts.append([{"role": "prompt", "content": text}])
+        return list(range(len(text.split())))
+
     async def stream(
         self, prompt_ids: list[int], sampling: Sampling, adapter: Adapter | None, request_id: str
     ) -> AsyncIterator[Delta]:
         script = self.script
         script.adapters.append(adapter.name if adapter else None)
+        script.samplings.append(sampling)
         words = script.reply.split(" ")
         if adapter is not None:
             words = [f"[{adapter.name}]", *words]

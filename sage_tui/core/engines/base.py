@@ -18,6 +18,10 @@ Message = dict[str, str]
 """A chat message: {"role": "system" | "user" | "assistant", "content": "..."}."""
 
 
+MAX_STOPS = 4
+"""Stop texts one request may give (the OpenAI API's limit)."""
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How to sample a reply."""
@@ -27,6 +31,8 @@ class Sampling:
     top_p: float = 0.95
     max_tokens: int = 512
     seed: int | None = None
+    stop: tuple[str, ...] = ()
+    """Texts that end the reply where they first appear (not included in it); at most 4."""
 
     def check(self) -> Sampling:
         """Raise SageError naming the first value out of range; return self."""
@@ -36,6 +42,10 @@ class Sampling:
             raise SageError(f"top-p {self.top_p} is outside (0, 1]")
         if self.max_tokens < 1:
             raise SageError(f"max tokens {self.max_tokens} must be at least 1")
+        if len(self.stop) > MAX_STOPS:
+            raise SageError(f"{len(self.stop)} stop texts given; at most {MAX_STOPS} are taken")
+        if any(not text for text in self.stop):
+            raise SageError("a stop text is empty: give at least one character")
         return self
 
 
@@ -120,6 +130,13 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
         """Token ids of `messages` through the model's chat template, ready for a reply."""
+
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of plain `text` (no chat template), for a completion prompt.
+
+        Not abstract: an engine without a tokenizer of its own says so.
+        """
+        raise EngineError(f"the {self.kind or 'current'} engine cannot take a plain prompt")
 
     @abc.abstractmethod
     def stream(

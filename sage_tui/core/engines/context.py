@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from sage_tui.core.engines.base import Engine, Message, Sampling
 from sage_tui.errors import SageError
@@ -24,11 +25,20 @@ async def fit_context(
             turns = turns[1:]
             trimmed += 1
             continue
-        room = limit - len(prompt)
-        if room >= 16:
-            # Shorter reply rather than none: the prompt fits, the full max tokens do not.
-            return prompt, Sampling(**{**sampling.__dict__, "max_tokens": room}), trimmed
-        raise SageError(
-            f"the message is {len(prompt)} tokens; {engine.config.model_name} takes at most"
-            f" {limit} tokens of context: shorten it"
-        )
+        return prompt, fit_reply(engine, prompt, sampling, "message"), trimmed
+
+
+def fit_reply(engine: Engine, prompt: list[int], sampling: Sampling, what: str) -> Sampling:
+    """`sampling` with max tokens cut to the room `prompt` leaves in the context (a shorter
+    reply rather than none, given room for at least 16 tokens); SageError naming `what` (the
+    message, the prompt) when it leaves none."""
+    limit = engine.config.max_model_len
+    room = limit - len(prompt)
+    if room >= sampling.max_tokens:
+        return sampling
+    if room >= 16:
+        return replace(sampling, max_tokens=room)
+    raise SageError(
+        f"the {what} is {len(prompt)} tokens; {engine.config.model_name} takes at most"
+        f" {limit} tokens of context: shorten it"
+    )

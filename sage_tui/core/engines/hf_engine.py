@@ -122,6 +122,12 @@ class TransformersEngine(Engine):
                 f"chat template of {self.config.model_name}: {one_line(exc)}"
             ) from exc
 
+    def text_ids(self, text: str) -> list[int]:
+        """Plain text through the tokenizer, with the special tokens it adds."""
+        if self._tokenizer is None:
+            raise self._not_ready()
+        return list(self._tokenizer.encode(text))
+
     def stream(
         self, prompt_ids: list[int], sampling: Sampling, adapter: Adapter | None, request_id: str
     ) -> AsyncIterator[Delta]:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,20 +26,19 @@ from sage_tui.core.cpu_share import engine_threads
 from sage_tui.core.engines.adapter_ids import AdapterIds
 from sage_tui.core.engines.base import (
     Adapter,
-    Delta,
     Engine,
     EngineConfig,
     Message,
     ReferenceScore,
     Sampling,
 )
-from sage_tui.core.engines.context import fit_context
+from sage_tui.core.engines.context import fit_context, fit_reply
 from sage_tui.core.engines.engine_setup import check_folder, planned_config
 from sage_tui.core.engines.kinds import default_engine_factory, resolve_engine_kind
 from sage_tui.core.engines.memory_return import wait_for_memory_return
 from sage_tui.core.engines.plan import Hardware, ModelShape
-from sage_tui.core.engines.reply import Reply, ReplyStats
-from sage_tui.core.engines.request_failure import EngineStopped, request_failure
+from sage_tui.core.engines.reply import Reply, ReplyStats, stream_reply
+from sage_tui.core.engines.request_failure import EngineStopped, request_failure  # noqa: F401 (re-exported)
 from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.runtime_tuning import engine_starting
 from sage_tui.core.store import ModelRecord
@@ -304,6 +303,38 @@ class EngineManager:
             raise SageError("the message is empty: type something to send")
         engine, record, adapter = await self._serving(model)
         prompt, sampling, trimmed = await fit_context(engine, list(messages), sampling)
+        return self._reply(engine, record, adapter, prompt, sampling, request_id, trimmed)
+
+    async def complete(
+        self,
+        prompt: str,
+        sampling: Sampling | None = None,
+        *,
+        model: str | None = None,
+        request_id: str | None = None,
+    ) -> Reply:
+        """Start a plain-text continuation of `prompt` (no chat template) from `model`.
+
+        The same checks as a reply; a prompt that leaves no room in the context is refused.
+        """
+        sampling = (sampling or Sampling()).check()
+        if not prompt:
+            raise SageError("the prompt is empty: give some text to continue")
+        engine, record, adapter = await self._serving(model)
+        ids = await asyncio.to_thread(engine.text_ids, prompt)
+        sampling = fit_reply(engine, ids, sampling, "prompt")
+        return self._reply(engine, record, adapter, ids, sampling, request_id, 0)
+
+    def _reply(
+        self,
+        engine: Engine,
+        record: ModelRecord,
+        adapter: Adapter | None,
+        prompt: list[int],
+        sampling: Sampling,
+        request_id: str | None,
+        trimmed: int,
+    ) -> Reply:
         request_id = request_id or f"chat-{next(self._request_ids)}-{int(time.time() * 1000)}"
         stats = ReplyStats(
             model=record.name,
@@ -311,9 +342,8 @@ class EngineManager:
             prompt_tokens=len(prompt),
             trimmed_messages=trimmed,
         )
-        return Reply(
-            request_id, stats, self._stream(engine, prompt, sampling, adapter, request_id, stats)
-        )
+        deltas = stream_reply(engine, prompt, sampling, adapter, request_id, stats, self._replies)
+        return Reply(request_id, stats, deltas)
 
     async def score_reference(
         self, messages: Sequence[Message], reference: str, *, model: str | None = None
@@ -342,46 +372,6 @@ class EngineManager:
         if engine is None or base is None:
             raise SageError("no engine is running: choose a model first")
         return engine, record, self._adapters.for_request(record, base, engine.config)
-
-    async def _stream(
-        self,
-        engine: Engine,
-        prompt: list[int],
-        sampling: Sampling,
-        adapter: Adapter | None,
-        request_id: str,
-        stats: ReplyStats,
-    ) -> AsyncIterator[Delta]:
-        started = time.monotonic()
-        self._replies[request_id] = engine
-        try:
-            try:
-                async for delta in engine.stream(prompt, sampling, adapter, request_id):
-                    if delta.tokens and stats.time_to_first_token is None:
-                        stats.time_to_first_token = time.monotonic() - started
-                    stats.completion_tokens += delta.tokens
-                    if delta.finish_reason:
-                        stats.finish_reason = delta.finish_reason
-                    stats.seconds = time.monotonic() - started
-                    yield delta
-            except Exception as err:
-                failure = request_failure(engine, adapter, err)
-                if failure is err:
-                    raise
-                if isinstance(failure, EngineStopped):
-                    stats.finish_reason = "abort"
-                raise failure from err
-        except asyncio.CancelledError:
-            stats.finish_reason = "abort"
-            await engine.abort(request_id)
-            raise
-        finally:
-            # A consumer that stops early (break, close) must not leave the request running.
-            if stats.finish_reason is None:
-                stats.finish_reason = "abort"
-                await engine.abort(request_id)
-            stats.seconds = time.monotonic() - started
-            self._replies.pop(request_id, None)
 
     async def abort(self, request_id: str) -> None:
         """Stop a reply; its stream ends with finish reason "abort"."""

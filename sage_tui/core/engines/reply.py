@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from sage_tui.core.engines.base import Delta
+from sage_tui.core.engines.base import Adapter, Delta, Engine, Sampling
+from sage_tui.core.engines.request_failure import EngineStopped, request_failure
+from sage_tui.core.engines.stop_text import StopText
 
 
 @dataclass
@@ -67,3 +71,60 @@ class Reply:
     async def text(self) -> str:
         """The whole reply (reads it)."""
         return "".join([piece async for piece in self])
+
+
+async def stream_reply(
+    engine: Engine,
+    prompt: list[int],
+    sampling: Sampling,
+    adapter: Adapter | None,
+    request_id: str,
+    stats: ReplyStats,
+    running: dict[str, Engine],
+) -> AsyncIterator[Delta]:
+    """The engine's deltas for one request, with `stats` kept current and stop texts applied:
+    the reply ends before the first one found, and the engine's request is aborted there.
+
+    `running` is the manager's map of the requests streaming now to their engine (for aborts,
+    and for ending them when the engine is replaced).
+    """
+    started = time.monotonic()
+    running[request_id] = engine
+    stops = StopText(sampling.stop)
+    try:
+        try:
+            deltas = engine.stream(prompt, sampling, adapter, request_id)
+            async with contextlib.aclosing(deltas):
+                async for delta in deltas:
+                    if delta.tokens and stats.time_to_first_token is None:
+                        stats.time_to_first_token = time.monotonic() - started
+                    stats.completion_tokens += delta.tokens
+                    text = stops.feed(delta.text)
+                    finish = "stop" if stops.stopped else delta.finish_reason
+                    if finish:
+                        stats.finish_reason = finish
+                        text += stops.flush()
+                    stats.seconds = time.monotonic() - started
+                    if stops.stopped:
+                        await engine.abort(request_id)  # what follows a stop text is unwanted
+                    yield Delta(text, delta.tokens, finish)
+                    if finish:
+                        return
+        except Exception as err:
+            failure = request_failure(engine, adapter, err)
+            if failure is err:
+                raise
+            if isinstance(failure, EngineStopped):
+                stats.finish_reason = "abort"
+            raise failure from err
+    except asyncio.CancelledError:
+        stats.finish_reason = "abort"
+        await engine.abort(request_id)
+        raise
+    finally:
+        # A consumer that stops early (break, close) must not leave the request running.
+        if stats.finish_reason is None:
+            stats.finish_reason = "abort"
+            await engine.abort(request_id)
+        stats.seconds = time.monotonic() - started
+        running.pop(request_id, None)

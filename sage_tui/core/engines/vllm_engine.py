@@ -96,6 +96,11 @@ class VllmEngine(Engine):
             ids = ids["input_ids"]
         return list(ids)
 
+    def text_ids(self, text: str) -> list[int]:
+        """Plain text through the tokenizer, with the special tokens it adds (as vLLM's own
+        completions endpoint does)."""
+        return list(self._tokenizer.encode(text))
+
     async def stream(
         self, prompt_ids: list[int], sampling: Sampling, adapter: Adapter | None, request_id: str
     ) -> AsyncIterator[Delta]:

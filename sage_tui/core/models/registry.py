@@ -23,6 +23,7 @@ from sage_tui.core.atomic import write_atomic
 from sage_tui.core.models.adapters import read_adapter
 from sage_tui.core.models.builtin import Progress, builtin_model, provision
 from sage_tui.core.models.folder import check_model_folder, read_manifest
+from sage_tui.core.server_file import endpoint_fields
 from sage_tui.core.store import ACTIVE_MODEL_KEY, ModelRecord, Store
 from sage_tui.errors import ModelError, one_line
 from sage_tui.paths import MODEL_NAME, Paths
@@ -157,8 +158,27 @@ class ModelRegistry:
         SAGE_STUDIO_LLM_MODEL / SAGE_STUDIO_LLM_PATH in this process's environment.
         """
         record = self.get(name)
-        base = self.base_of(record)
         self.store.set_setting(ACTIVE_MODEL_KEY, name)
+        self._write_active_file(record, engine)
+        os.environ["SAGE_STUDIO_LLM_MODEL"] = record.name
+        os.environ["SAGE_STUDIO_LLM_PATH"] = record.path
+        return record
+
+    def refresh_active_file(self) -> None:
+        """Write active_model.json again (an API server started or stopped: its endpoint is
+        added or taken out); nothing when no model is active."""
+        name = self.active_name
+        record = self.store.get_model(name) if name else None
+        if record is None:
+            return
+        try:
+            engine = json.loads(self.paths.active_model_file.read_text()).get("engine", "")
+        except (OSError, ValueError, AttributeError):
+            engine = ""
+        self._write_active_file(record, engine if isinstance(engine, str) else "")
+
+    def _write_active_file(self, record: ModelRecord, engine: str) -> None:
+        base = self.base_of(record)
         info = {
             "name": record.name,
             "kind": record.kind,
@@ -167,12 +187,9 @@ class ModelRegistry:
             "adapter_path": record.path if record.kind == "adapter" else None,
             "engine": engine,
             "switched_at": time.time(),
+            **endpoint_fields(self.paths, base.name, record.name),
         }
-        target = self.paths.active_model_file
-        write_atomic(target, json.dumps(info, indent=2) + "\n")
-        os.environ["SAGE_STUDIO_LLM_MODEL"] = record.name
-        os.environ["SAGE_STUDIO_LLM_PATH"] = record.path
-        return record
+        write_atomic(self.paths.active_model_file, json.dumps(info, indent=2) + "\n")
 
     def check_new_name(self, name: str) -> str:
         """`name`, if it is a usable model name that no model has yet; ModelError otherwise."""
