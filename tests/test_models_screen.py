@@ -1,17 +1,23 @@
 """The Models screen over the real registry and the scripted engine: the tree and details, the
-delete confirmation and its refusals, rename and import through their dialogs (the snapshots of
-the tree and of the delete confirmation are in test_snapshots)."""
+delete confirmation and its refusals, rename and import through their dialogs, the API server's
+toggle, line and key (the snapshots of the tree and of the delete confirmation are in
+test_snapshots)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+import openai
 import pytest
 from textual.widgets import Input
 
+from sage_tui.cli.serve import api_server
 from sage_tui.services import Services
 from sage_tui.ui.app import SageApp
+from sage_tui.ui.modals.api_key import ApiKeyModal
 from sage_tui.ui.modals.model_actions import AskModal, ConfirmModal
+from sage_tui.ui.widgets import server_line
 from tests.conftest import BUILTIN
 from tests.support.fake_engine import adapter_folder
 from tests.support.waiting import until
@@ -147,3 +153,97 @@ async def test_the_performance_panel_shows_the_active_models_replies(app: SageAp
         panel = app.screen.query_one("#models-performance")
         await until(lambda: "1 recent replies" in str(panel.render()))
         assert BUILTIN in str(panel.render()) and "CPU" in str(panel.render())
+
+
+@pytest.fixture
+def serving(app: SageApp, monkeypatch) -> SageApp:
+    """The app with the CLI's API server, which s starts on any free port (not 8765)."""
+    app.services.api_server = api_server
+    monkeypatch.setattr(server_line, "SERVE_PORT", 0)
+    return app
+
+
+def server_line_text(app: SageApp) -> str:
+    return str(app.screen.query_one("#models-server").render())
+
+
+def shown(app: SageApp, widget: str) -> str:
+    return str(app.screen.query_one(f"#{widget}").render())
+
+
+async def test_s_serves_the_chats_engine_and_the_line_counts_requests(serving: SageApp) -> None:
+    app = serving
+    async with app.run_test(size=(140, 40), notifications=True) as pilot:
+        await open_models(app, pilot, 3)
+        assert server_line_text(app) == "API server off"
+        await pilot.press("s")
+        await until(lambda: app.studio.serving.state.running)
+        state = app.studio.serving.state
+        await until(lambda: state.url in server_line_text(app))
+        assert "0 requests · 0 errors" in server_line_text(app)
+
+        key = app.studio.serving.key()
+        client = openai.AsyncOpenAI(base_url=state.url, api_key=key, max_retries=0)
+        reply = await client.chat.completions.create(
+            model=app.active_model, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.choices[0].message.content
+        await until(lambda: "1 requests · 0 errors" in server_line_text(app))
+
+        await pilot.press("k")  # the key, with the URL a client takes
+        await until(lambda: isinstance(app.screen, ApiKeyModal))
+        assert key in shown(app, "api-key-value") and state.url in shown(app, "api-key-url")
+        await pilot.press("escape")
+        await until(lambda: not isinstance(app.screen, ApiKeyModal))
+
+        await pilot.press("s")
+        await until(lambda: not app.studio.serving.state.running)
+        await until(lambda: server_line_text(app) == "API server off")
+        assert key not in app.services.settings.paths.api_log.read_text()
+
+
+async def test_a_port_in_use_is_said_and_the_app_keeps_working(serving: SageApp, monkeypatch):
+    app = serving
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    monkeypatch.setattr(server_line, "SERVE_PORT", taken.getsockname()[1])
+    async with app.run_test(size=(140, 40), notifications=True) as pilot:
+        await open_models(app, pilot, 3)
+        with taken:
+            await pilot.press("s")
+            await until(lambda: "in use" in server_line_text(app))
+            assert server_line_text(app).startswith("API server: ")
+            await until(lambda: noted(app, "in use"))
+            assert not app.studio.serving.state.running
+        highlight(app, "facts-lora")  # the screen answers as before
+        await until(lambda: details(app) == "facts-lora")
+        monkeypatch.setattr(server_line, "SERVE_PORT", 0)
+        await pilot.press("s")  # the port is free again: it serves
+        await until(lambda: app.studio.serving.state.running)
+        await until(lambda: server_line_text(app).startswith("serving "))
+
+
+async def test_a_front_end_without_a_server_says_so(app: SageApp) -> None:
+    async with app.run_test(size=(140, 40), notifications=True) as pilot:
+        await open_models(app, pilot, 3)
+        await pilot.press("s")
+        reason = "this front end cannot serve the API"
+        await until(lambda: server_line_text(app) == f"API server: {reason}")
+        await until(lambda: noted(app, reason))
+        await pilot.press("f3")  # the rest of the app answers
+        await until(lambda: app.current_mode == "chat")
+
+
+async def test_k_shows_the_key_and_its_file_while_the_server_is_off(app: SageApp) -> None:
+    async with app.run_test(size=(140, 40)) as pilot:
+        await open_models(app, pilot, 3)
+        await pilot.press("k")
+        await until(lambda: isinstance(app.screen, ApiKeyModal))
+        key, key_file = app.studio.serving.key(), app.services.settings.paths.api_key_file
+        assert shown(app, "api-key-value") == key
+        assert f'api_key="{key}"' in shown(app, "api-key-hint")
+        assert shown(app, "api-key-file") == f"kept in {key_file}"
+        assert "s starts it" in shown(app, "api-key-url")
+        await pilot.press("escape")
+        await until(lambda: not isinstance(app.screen, ApiKeyModal))

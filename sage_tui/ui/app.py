@@ -96,6 +96,8 @@ class SageApp(App[None]):
     """Provisioning of the built-in model, in a line ("" when none is under way)."""
     resources: reactive[ResourceSnapshot | None] = reactive(None)
     """The latest GPU / CPU / RAM figures."""
+    server: reactive[state.ServerState] = reactive(state.ServerState)
+    """The OpenAI-compatible API server (the studio's ServerState): URL, requests, errors."""
 
     def __init__(self, services: Services) -> None:
         super().__init__()
@@ -182,6 +184,8 @@ class SageApp(App[None]):
                 self.screen.post_message(JobsUpdated(self.jobs))
         elif isinstance(event, state.JobEnded):
             self._job_ended(event.job)
+        elif isinstance(event, state.ServerChanged):
+            self.server = event.state
 
     def _job_ended(self, job: Job) -> None:
         self.post_message(JobEnded(job))

@@ -1,6 +1,9 @@
 """The Models screen: base models as a tree with their adapters under them, the highlighted
 model's details beside it, and the keys that manage models (each the twin of a `sage-tui
-models` command): Enter use for chat, d delete, m merge, e export, i import, r rename.
+models` command): Enter use for chat, d delete, m merge, e export, i import, r rename; and the
+OpenAI-compatible API server over the engine the chat has (the twin of `sage-tui serve`): s
+starts or stops it, k shows its key, and a line under the performance panel shows its URL, the
+requests it answered and their errors.
 
 Every studio call runs in a thread worker (details read headers and walk folders; merge and
 export take minutes); the screen shows what is under way and the result, and refreshes the
@@ -31,6 +34,7 @@ from sage_tui.ui.messages import ModelsChanged, SwitchModelRequested
 from sage_tui.ui.modals.model_actions import AskModal, ConfirmModal
 from sage_tui.ui.plain_text import plain
 from sage_tui.ui.screens.base import StudioScreen
+from sage_tui.ui.widgets.server_line import ServerLine
 
 
 def node_label(record: ModelRecord, active: str | None) -> Text:
@@ -68,6 +72,8 @@ class ModelsScreen(StudioScreen):
         Binding("e", "export", "Export", id="models.export"),
         Binding("i", "import_model", "Import", id="models.import"),
         Binding("r", "rename", "Rename", id="models.rename"),
+        Binding("s", "serve", "Serve API", id="models.serve"),
+        Binding("k", "api_key", "API key", id="models.api_key"),
     ]
 
     def __init__(self) -> None:
@@ -86,6 +92,7 @@ class ModelsScreen(StudioScreen):
             with Vertical(id="models-side"):
                 yield Static("", id="models-details")
                 yield Static("", id="models-performance")
+                yield ServerLine(id="models-server")
                 yield Static("", id="models-activity", markup=False)
 
     def on_mount(self) -> None:
@@ -306,6 +313,14 @@ class ModelsScreen(StudioScreen):
 
         hint = "Its adapters, jobs, votes and chats follow the new name."
         self.app.push_screen(AskModal(f"Rename {name}", hint, name), answered)
+
+    def action_serve(self) -> None:
+        """Serve the API over the chat's engine, or stop serving it."""
+        self.query_one(ServerLine).toggle()
+
+    def action_api_key(self) -> None:
+        """Show the API key, its file and how a client takes them."""
+        self.query_one(ServerLine).show_key()
 
     def run_action(self, what: str, call: Callable[[Callable[[str], None]], Any]) -> None:
         """Run one model action off the loop, its progress in the activity line."""
