@@ -239,3 +239,47 @@ def test_status_says_what_runs(served: Served, capsys) -> None:
     code = main(["--home", str(served.home), "serve", "--show-key"])
     assert code == 0 and capsys.readouterr().out.strip() == served.key
     assert os.stat(Settings.load(home=served.home).paths.api_key_file).st_mode & 0o077 == 0
+
+
+async def test_the_transformers_engine_serves_the_same_api(
+    tmp_path: Path, builtin_model_dir: Path
+) -> None:
+    """The fallback engine behind the same routes, in process: the adapter answering what it
+    learnt, a streamed answer ending before a stop text, a plain-text completion."""
+    from sage_tui.cli.serve import api_server
+    from sage_tui.studio import Studio
+
+    settings = Settings.load(home=tmp_path / "home", engine="transformers")
+    services = open_services(settings.with_changes(default_model=""), api_server=api_server)
+    services.settings.paths.model_dir(BUILTIN).symlink_to(builtin_model_dir, True)
+    services.registry.pull(BUILTIN)
+    services.registry.register_adapter("secret", tiny_adapter(builtin_model_dir), BUILTIN)
+    services.registry.set_active(BUILTIN)
+    studio = Studio(services)
+    try:
+        await studio.engine.start(raise_errors=True)
+        state = await studio.serving.start(port=0)
+        client = openai.AsyncOpenAI(base_url=state.url, api_key=studio.serving.key(), max_retries=0)
+        tuned = await client.chat.completions.create(
+            model="secret", messages=ASK, temperature=0, max_tokens=24
+        )
+        whole = tuned.choices[0].message.content
+        assert "AZURE-42" in whole and tuned.usage.completion_tokens > 3
+        stream = await client.chat.completions.create(
+            model="secret",
+            messages=ASK,
+            temperature=0,
+            max_tokens=24,
+            stop=["AZURE"],
+            stream=True,
+        )
+        pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        assert "".join(pieces) == whole[: whole.index("AZURE")]
+        text = await client.completions.create(
+            model=BUILTIN, prompt="The capital of France is", temperature=0, max_tokens=8
+        )
+        assert text.choices[0].text.strip() and text.usage.prompt_tokens == 5
+        assert services.engines.engine_kind == "transformers" and services.engines.loads == 1
+    finally:
+        await studio.shutdown()
+        services.close()
