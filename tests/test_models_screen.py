@@ -188,7 +188,7 @@ async def test_s_serves_the_chats_engine_and_the_line_counts_requests(serving: S
             model=app.active_model, messages=[{"role": "user", "content": "hi"}]
         )
         assert reply.choices[0].message.content
-        await until(lambda: "1 requests · 0 errors" in server_line_text(app))
+        await until(lambda: "1 request · 0 errors" in server_line_text(app))
 
         await pilot.press("k")  # the key, with the URL a client takes
         await until(lambda: isinstance(app.screen, ApiKeyModal))

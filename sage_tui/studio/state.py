@@ -134,10 +134,9 @@ class ServerState:
     def line(self) -> str:
         """The server in one line, for the Models screen."""
         if self.running:
-            return (
-                f"serving {self.url} · {self.requests} requests · {self.errors} errors"
-                f" · key in {self.key_file}"
-            )
+            requests = f"{self.requests} request" + ("" if self.requests == 1 else "s")
+            errors = f"{self.errors} error" + ("" if self.errors == 1 else "s")
+            return f"serving {self.url} · {requests} · {errors}"
         if self.error:
             return f"API server: {self.error}"
         return "API server off"
