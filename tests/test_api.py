@@ -282,3 +282,20 @@ async def test_a_client_that_goes_away_stops_its_reply(
     manager = studio.services.engines
     await until(lambda: not manager._replies)
     assert engines.current._aborted
+
+
+async def test_a_second_server_on_one_home_is_refused(provisioned_services: Services) -> None:
+    """Another process serves this home already (its server.json, pid 1: alive, and older
+    than the file): the TUI's toggle and `serve` both say where instead of taking it over."""
+    import time
+
+    from sage_tui.core.server_file import ServerInfo, write_server
+
+    paths = provisioned_services.settings.paths
+    write_server(paths, ServerInfo("127.0.0.1", 8765, 1, time.time(), BUILTIN, "key"))
+    provisioned_services.api_server = api_server
+    provisioned_services.registry.set_active(BUILTIN)
+    studio = Studio(provisioned_services)
+    with pytest.raises(SageError, match=r"already runs at http://127.0.0.1:8765/v1 \(pid 1\)"):
+        await studio.serving.start(port=0)
+    assert running_server(paths).pid == 1  # left as it was

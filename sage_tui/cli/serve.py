@@ -90,21 +90,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from sage_tui.core.server_file import running_server
+    from sage_tui.core.server_file import refuse_second_server
     from sage_tui.services import open_services
     from sage_tui.studio import Studio
     from sage_tui.terminal import engine_output_to
 
     if not 0 <= args.port <= 65535:
         raise SageError(f"port {args.port} is outside 0..65535")
+    paths = settings.paths
+    refuse_second_server(paths)  # before the engine loads (the desk checks again at the start)
     studio = Studio(open_services(settings, api_server=api_server))
-    paths = studio.services.settings.paths
-    already = running_server(paths)
-    if already is not None:
-        raise SageError(
-            f"an API server already runs at {already.url} (pid {already.pid}): use it, or stop"
-            " it first"
-        )
     registry = studio.services.registry
     if args.model is not None:
         registry.get(args.model)  # an unknown name fails before the engine starts

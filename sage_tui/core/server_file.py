@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from sage_tui.core.atomic import write_atomic
+from sage_tui.errors import SageError
 from sage_tui.paths import Paths
 
 START_SLACK_SECONDS = 2.0
@@ -61,6 +62,15 @@ def running_server(paths: Paths) -> ServerInfo | None:
     """The server named in server.json if its process still runs; None otherwise."""
     info = _read(paths)
     return info if info is not None and _alive(info) else None
+
+
+def refuse_second_server(paths: Paths) -> None:
+    """SageError when another process serves this home already (one server.json a home)."""
+    other = running_server(paths)
+    if other is not None and other.pid != os.getpid():
+        raise SageError(
+            f"an API server already runs at {other.url} (pid {other.pid}): use it, or stop it first"
+        )
 
 
 def _read(paths: Paths) -> ServerInfo | None:

@@ -24,7 +24,7 @@ from sage_tui.core.api_requests import record_request
 from sage_tui.core.chat import stats_figures
 from sage_tui.core.engines.base import Message, Sampling
 from sage_tui.core.engines.reply import Reply, ReplyStats
-from sage_tui.core.server_file import ServerInfo, remove_server, write_server
+from sage_tui.core.server_file import ServerInfo, refuse_second_server, remove_server, write_server
 from sage_tui.core.store import ModelRecord
 from sage_tui.errors import SageError
 from sage_tui.paths import Paths
@@ -141,7 +141,8 @@ class ServeDesk:
     ) -> ServerState:
         """Start serving on `host:port` (port 0: any free one); `key` replaces the stored one.
 
-        SageError when this front end cannot serve, no model is active, or the port is taken.
+        SageError when this front end cannot serve, another process serves this home already,
+        no model is active, or the port is taken.
         """
         factory = self._services.api_server
         if factory is None:
@@ -149,6 +150,7 @@ class ServeDesk:
         if self._server is not None:
             return self.state
         try:
+            await asyncio.to_thread(refuse_second_server, self.paths)
             secret = await asyncio.to_thread(
                 (lambda: save_key(self.paths, key)) if key is not None else self.key
             )
