@@ -162,6 +162,8 @@ async def test_an_unknown_model_is_a_404_listing_the_served_ones(client) -> None
         ({"logprobs": True}, "logprobs", "not supported"),
         ({"response_format": {"type": "json_object"}}, "response_format", "only 'text'"),
         ({"n": 9}, "n", "1 to 8"),
+        ({"n": 0}, "n", "1 to 8"),
+        ({"max_tokens": 0}, None, "max tokens 0 must be at least 1"),
         ({"stop": ["a", "b", "c", "d", "e"]}, None, "at most 4"),
     ],
 )

@@ -11,6 +11,7 @@ complete.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -66,11 +67,14 @@ async def whole(
     shape: Shape, model: str, replies: list[Reply], n: int, finished: Finished
 ) -> dict[str, Any]:
     """Every reply read to its end; the response as JSON data."""
+    reading = [asyncio.ensure_future(reply.text()) for reply in replies]
     try:
-        texts = await asyncio.gather(*(reply.text() for reply in replies))
+        texts = await asyncio.gather(*reading)
     except BaseException:
-        for reply in replies:
-            await reply.close()
+        # One failed (or the request was cancelled): the others stop generating too.
+        for task in reading:
+            task.cancel()
+        await asyncio.gather(*reading, return_exceptions=True)
         raise
     if any(reply.stats.finish_reason == "abort" for reply in replies):
         raise failure(EngineStopped(ENGINE_STOPPED))
@@ -148,8 +152,6 @@ def failure(err: BaseException) -> ApiError:
 
 
 def _event(data: Any) -> str:
-    import json
-
     text = data.model_dump_json(exclude_unset=True) if hasattr(data, "model_dump_json") else None
     return f"data: {text if text is not None else json.dumps(data)}\n\n"
 

@@ -145,13 +145,15 @@ def _refuse_unsupported(body: Mapping[str, Any], unsupported: Mapping[str, str])
 
 def _generation(body: Mapping[str, Any], prompts: int) -> dict[str, Any]:
     """The fields every request has; `prompts`: how many the choices are made for."""
-    n = body.get("n") or 1
+    n = 1 if body.get("n") is None else body["n"]
     if n < 1 or n * prompts > MAX_CHOICES:
         raise ApiError(400, f"'n' times the prompts must be 1 to {MAX_CHOICES}", param="n")
     stop = body.get("stop")
     stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
     defaults = Sampling()
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
     sampling = Sampling(
         temperature=defaults.temperature
         if body.get("temperature") is None
