@@ -189,6 +189,8 @@ async def test_s_serves_the_chats_engine_and_the_line_counts_requests(serving: S
         )
         assert reply.choices[0].message.content
         await until(lambda: "1 request · 0 errors" in server_line_text(app))
+        # The performance panel counts the API's reply with the chat's.
+        await until(lambda: "1 recent replies" in shown(app, "models-performance"))
 
         await pilot.press("k")  # the key, with the URL a client takes
         await until(lambda: isinstance(app.screen, ApiKeyModal))

@@ -98,6 +98,8 @@ class ModelsScreen(StudioScreen):
     def on_mount(self) -> None:
         self.query_one(Tree).focus()
         self.watch(self.app, "resources", self._show_performance)
+        # Each request the API answered adds to the active model's figures.
+        self.watch(self.app, "server", lambda _: self.read_performance(), init=False)
         self.load_models()
 
     def on_screen_resume(self) -> None:
@@ -115,8 +117,21 @@ class ModelsScreen(StudioScreen):
     def load_models(self) -> None:
         """Read the registry off the event loop, then fill the tree."""
         tree, active = self.app.studio.models.tree(), self.app.services.registry.active_name
-        speed = reply_performance(self.app.services.store, active) if active else None
         self.app.call_from_thread(self._fill, tree, active)
+        self._read_speed(active)
+
+    @work(
+        thread=True,
+        exclusive=True,
+        exit_on_error=False,
+        group="performance",
+        description="read the active model's figures",
+    )
+    def read_performance(self) -> None:
+        self._read_speed(self.app.services.registry.active_name)
+
+    def _read_speed(self, active: str | None) -> None:
+        speed = reply_performance(self.app.services.store, active) if active else None
         self.app.call_from_thread(self._performance_read, active, speed)
 
     def _performance_read(self, active: str | None, speed: ReplyPerformance | None) -> None:
