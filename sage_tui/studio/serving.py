@@ -26,7 +26,7 @@ from sage_tui.core.engines.base import Message, Sampling
 from sage_tui.core.engines.reply import Reply, ReplyStats
 from sage_tui.core.server_file import ServerInfo, refuse_second_server, remove_server, write_server
 from sage_tui.core.store import ModelRecord
-from sage_tui.errors import SageError
+from sage_tui.errors import SageError, describe_error
 from sage_tui.paths import Paths
 from sage_tui.services import Services
 from sage_tui.studio.engine import EngineDesk
@@ -144,12 +144,12 @@ class ServeDesk:
         SageError when this front end cannot serve, another process serves this home already,
         no model is active, or the port is taken.
         """
-        factory = self._services.api_server
-        if factory is None:
-            raise SageError("this front end cannot serve the API")
         if self._server is not None:
             return self.state
         try:
+            factory = self._services.api_server
+            if factory is None:
+                raise SageError("this front end cannot serve the API")
             await asyncio.to_thread(refuse_second_server, self.paths)
             secret = await asyncio.to_thread(
                 (lambda: save_key(self.paths, key)) if key is not None else self.key
@@ -159,13 +159,11 @@ class ServeDesk:
                 raise SageError("no model is active: choose one on the Models screen first")
             server = factory(self, host, port, secret)
             await server.start()
-        except SageError as err:
-            self._set(ServerState(error=str(err)))
+        except Exception as err:  # said in the state too, whatever it was (a full disk)
+            self._set(ServerState(error=describe_error(err)))
             raise
-        info = ServerInfo(
-            host, server.port, os.getpid(), time.time(), base.name, str(self.paths.api_key_file)
-        )
-        info = replace(info, front=front)
+        key_file = str(self.paths.api_key_file)
+        info = ServerInfo(host, server.port, os.getpid(), time.time(), base.name, key_file, front)
         self._server, self._info = server, info
         await asyncio.to_thread(self._announce, info)
         self._set(ServerState(True, info.url, base.name, key_file=info.key_file))

@@ -71,9 +71,7 @@ class ServerLine(Static):
             self.changing = False
 
     def _failed(self, reason: str) -> None:
-        # Shown here at once: a refusal before the desk began (no API server in this front end)
-        # publishes no state, and a published one would only say the same.
-        self._show(ServerState(error=reason))
+        # The line says it through the desk's published state; the toast says it at once.
         self.notify(reason, title="API server not started", severity="error", timeout=10)
 
     @work(thread=True, exit_on_error=False, group="api-key", description="read the API key")
