@@ -109,6 +109,10 @@ def test_the_served_models_and_a_streamed_and_a_whole_answer(served: Served) -> 
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content  # greedy: the same answer either way
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    text = client.completions.create(
+        model="secret", prompt="The capital of France is", temperature=0, max_tokens=8
+    )
+    assert text.choices[0].text.strip() and text.usage.prompt_tokens == 5
 
 
 def test_the_base_and_the_adapter_answer_from_one_engine(served: Served) -> None:
