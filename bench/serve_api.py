@@ -29,16 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from engine_overhead import BUILTIN, PROMPTS  # noqa: E402  (the prompts its baseline used)
+
 from sage_tui.core.engines.base import Sampling  # noqa: E402
 from sage_tui.terminal import engine_output_to  # noqa: E402
-
-BUILTIN = "smollm2-135m-instruct"
-PROMPTS = [
-    "What is the capital of France?",
-    "Explain what a LoRA adapter is in two sentences.",
-    "List three uses of a lighthouse.",
-    "Why is the sky blue?",
-]
 
 
 def messages(number: int) -> list[dict[str, str]]:

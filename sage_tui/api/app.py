@@ -60,9 +60,10 @@ def _chat_shape() -> answers.Shape:
         )
 
     def chunk(ident, created, model, index, text, finish, first):
-        delta = ChoiceDelta(role="assistant", content="") if first else ChoiceDelta()
-        if text is not None and not first:
-            delta = ChoiceDelta(content=text)
+        if first:
+            delta = ChoiceDelta(role="assistant", content="")
+        else:
+            delta = ChoiceDelta(content=text) if text is not None else ChoiceDelta()
         choice = ChunkChoice(index=index, delta=delta, finish_reason=finish)
         return ChatCompletionChunk(
             id=ident,

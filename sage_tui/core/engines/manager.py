@@ -38,7 +38,8 @@ from sage_tui.core.engines.kinds import default_engine_factory, resolve_engine_k
 from sage_tui.core.engines.memory_return import wait_for_memory_return
 from sage_tui.core.engines.plan import Hardware, ModelShape
 from sage_tui.core.engines.reply import Reply, ReplyStats, stream_reply
-from sage_tui.core.engines.request_failure import EngineStopped, request_failure  # noqa: F401 (re-exported)
+from sage_tui.core.engines.request_failure import EngineStopped as EngineStopped  # re-exported
+from sage_tui.core.engines.request_failure import request_failure
 from sage_tui.core.models.registry import ModelRegistry
 from sage_tui.core.runtime_tuning import engine_starting
 from sage_tui.core.store import ModelRecord
